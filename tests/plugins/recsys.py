@@ -1,0 +1,1 @@
+"""Shared recsys fixtures (session-scoped real models load once)."""
