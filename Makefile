@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-session test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,20 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The demo: prepare the models, import the bundled real data in examples/ (idempotent: a re-run
+# changes nothing), then a scripted console session (examples/demo.txt). DEMO_FLAGS adds console
+# flags, e.g. DEMO_FLAGS="--max-story-tokens 48" for a quicker run.
+DEMO_GUILD ?= 100000000000000001
+DEMO_FLAGS ?=
+
 demo: $(STAMP)
 	$(BIN)/campfire model prepare --data-dir $(DATA_DIR)
+	@$(MAKE) --no-print-directory demo-session
+
+demo-session:
+	$(BIN)/campfire import examples/ubuntu_irc --quiet --data-dir $(DATA_DIR)
+	$(BIN)/campfire import-items examples/scp_tales.jsonl --guild $(DEMO_GUILD) --quiet --data-dir $(DATA_DIR)
+	$(BIN)/campfire console --data-dir $(DATA_DIR) --script examples/demo.txt --digest-all-members $(DEMO_FLAGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

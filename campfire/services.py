@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from campfire.config import Secrets, Settings, secrets_from_env
@@ -25,6 +27,9 @@ class Services:
     recommender: Recommender
     generator: GeneratorClient | None
     counter: TokenCounter
+    # seconds each part took to get ready in open_services: store, embedder, indexes, generator
+    # (for the embedded server: starting it and loading the model), tokenizer
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @asynccontextmanager
@@ -32,8 +37,12 @@ async def open_services(
     settings: Settings, secrets: Secrets | None = None, *, generator: bool = True
 ) -> AsyncIterator[Services]:
     """Open the store, load the embedder and indexes, and (unless ``generator=False``) connect to
-    the generator — starting the embedded server when ``generator.url`` is empty. Everything is
-    closed in reverse order on exit."""
+    the generator — starting the embedded server when ``generator.url`` is empty, concurrently with
+    the rest. Everything is closed in reverse order on exit. ``Services.timings`` holds the seconds
+    each part took (``store``, ``embedder``, ``indexes``, ``tokenizer``, ``generator``).
+
+    Raises what the parts raise: :class:`model.errors.GeneratorUnavailable` when the embedded
+    server cannot start, :class:`recsys.embed.EmbedderNotFound` for a missing embedder folder."""
     from model.generator import open_generator
     from model.tokens import TokenCounter
     from recsys.embed import load_embedder
@@ -41,13 +50,43 @@ async def open_services(
     from recsys.store import Store
 
     secrets = secrets or secrets_from_env()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
+
     async with AsyncExitStack() as stack:
-        store = await Store.open(settings.db_path)
-        stack.push_async_callback(store.close)
-        embedder = await load_embedder(settings.recsys)
-        recommender = Recommender(store, embedder, settings)
-        await recommender.start()
-        stack.push_async_callback(recommender.aclose)
-        client = await stack.enter_async_context(open_generator(settings, secrets)) if generator else None
-        counter = TokenCounter(settings.generator.tokenizer_path or settings.generator_model_path)
-        yield Services(settings=settings, store=store, recommender=recommender, generator=client, counter=counter)
+        # The generator (for the embedded server: a child process loading the model) gets ready
+        # while this process loads the embedder and indexes.
+        async def start_generator() -> GeneratorClient:
+            t0 = time.perf_counter()
+            client = await stack.enter_async_context(open_generator(settings, secrets))
+            timings["generator"] = time.perf_counter() - t0
+            return client
+
+        gen_task = asyncio.create_task(start_generator(), name="campfire-open-generator") if generator else None
+        try:
+            store = await Store.open(settings.db_path)
+            stack.push_async_callback(store.close)
+            lap("store")
+            embedder = await load_embedder(settings.recsys)
+            lap("embedder")
+            recommender = Recommender(store, embedder, settings)
+            await recommender.start()
+            stack.push_async_callback(recommender.aclose)
+            lap("indexes")
+            # loading a tokenizer reads files and builds tables: off the event loop
+            counter = await asyncio.to_thread(TokenCounter, settings.generator.tokenizer_path or settings.generator_model_path)
+            lap("tokenizer")
+        except BaseException:
+            if gen_task is not None:  # let it finish entering, so the stack stops what it started
+                await asyncio.gather(gen_task, return_exceptions=True)
+            raise
+        client = await gen_task if gen_task is not None else None
+        yield Services(
+            settings=settings, store=store, recommender=recommender, generator=client, counter=counter, timings=timings
+        )

@@ -8,6 +8,8 @@ twice changes nothing. Opted-out members are never recorded (enforced here, not 
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import itertools
 import json
 import threading
@@ -169,6 +171,8 @@ _GUILD_SETTING_KEYS = {
 # Discord's epoch (2015-01-01) in ms, for snowflake-shaped ids of our own items.
 _DISCORD_EPOCH_MS = 1420070400000
 _id_lock = threading.Lock()
+# The Store whose transaction the current task is inside (None outside any).
+_in_transaction: contextvars.ContextVar[Store | None] = contextvars.ContextVar("campfire_store_tx", default=None)
 _id_counter = itertools.count()
 
 
@@ -247,7 +251,7 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path):
         self._db = db
         self.path = path
-        self._tx_depth = 0
+        self._lock = asyncio.Lock()
 
     # ---- lifetime -------------------------------------------------------------------------
     @classmethod
@@ -304,28 +308,34 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """Group writes: all land, or none (rolled back on any exception). Nests (inner = no-op)."""
-        if self._tx_depth:
-            self._tx_depth += 1
-            try:
-                yield
-            finally:
-                self._tx_depth -= 1
-            return
-        self._tx_depth = 1
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
+        """Group writes: all land, or none (rolled back on any exception).
+
+        Safe under concurrent tasks on the one connection: an ``asyncio.Lock`` serialises outer
+        transactions and lone writes, and nesting is tracked per task (a ContextVar), so a write from
+        another task never slips into, or is rolled back with, this task's transaction.
+        """
+        if _in_transaction.get() is self:
             yield
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        else:
-            await self._db.execute("COMMIT")
-        finally:
-            self._tx_depth = 0
+            return
+        async with self._lock:
+            token = _in_transaction.set(self)
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                else:
+                    await self._db.execute("COMMIT")
+            finally:
+                _in_transaction.reset(token)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
-        return await self._db.execute(sql, params)
+        if _in_transaction.get() is self:
+            return await self._db.execute(sql, params)
+        async with self._lock:
+            return await self._db.execute(sql, params)
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         return list(await (await self._db.execute(sql, params)).fetchall())
@@ -757,6 +767,102 @@ class Store:
         )
         return n
 
+    async def embedding_ids(self, owner: str, guild_id: int, model: str) -> np.ndarray:
+        """Ids of a guild's ``owner`` rows with a vector from ``model``: ``(n,) int64`` sorted (index checks)."""
+        rows = await self._fetchall(
+            "SELECT owner_id FROM embeddings WHERE owner = ? AND guild_id = ? AND model = ? ORDER BY owner_id",
+            (owner, guild_id, model),
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    async def embedded_ids(self, owner: str, ids: Sequence[int], model: str) -> set[int]:
+        """Those of ``ids`` that already have a vector from ``model``."""
+        out: set[int] = set()
+        for chunk in _chunks(list(ids), 500):
+            q = ",".join("?" * len(chunk))
+            rows = await self._fetchall(
+                f"SELECT owner_id FROM embeddings WHERE owner = ? AND model = ? AND owner_id IN ({q})",
+                [owner, model, *chunk],
+            )
+            out.update(r[0] for r in rows)
+        return out
+
+    async def existing_ids(self, owner: str, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` still present in ``items`` (owner ``item``) or ``interactions``."""
+        table = "items" if owner == "item" else "interactions"
+        out: set[int] = set()
+        for chunk in _chunks(list(ids), 500):
+            q = ",".join("?" * len(chunk))
+            out.update(r[0] for r in await self._fetchall(f"SELECT id FROM {table} WHERE id IN ({q})", chunk))
+        return out
+
+    async def interaction_ids_for_items(self, item_ids: Sequence[int]) -> dict[int, list[int]]:
+        """Guild id -> ids of every interaction on the given items (to drop from indexes with them)."""
+        out: dict[int, list[int]] = {}
+        for chunk in _chunks(list(item_ids), 500):
+            q = ",".join("?" * len(chunk))
+            for r in await self._fetchall(f"SELECT guild_id, id FROM interactions WHERE item_id IN ({q})", chunk):
+                out.setdefault(r[0], []).append(r[1])
+        return out
+
+    async def engaged_items(
+        self, guild_id: int, member_ids: Sequence[int], *, before: float | None = None
+    ) -> list[tuple[int, int, float]]:
+        """``(member_id, item_id, weight)`` of the members' interactions on items with positive weight,
+        excluding ``recommended``/``viewed`` (the neighbourhood signal)."""
+        out: list[tuple[int, int, float]] = []
+        for chunk in _chunks(list(member_ids), 500):
+            q = ",".join("?" * len(chunk))
+            rows = await self._fetchall(
+                f"SELECT member_id, item_id, weight FROM interactions WHERE guild_id = ? AND member_id IN ({q}) "
+                "AND item_id IS NOT NULL AND weight > 0 AND kind NOT IN ('recommended', 'viewed') AND created_at < ?",
+                [guild_id, *chunk, before if before is not None else 1e18],
+            )
+            out.extend((r[0], r[1], r[2]) for r in rows)
+        return out
+
+    async def interaction_members(self, ids: Sequence[int]) -> dict[int, int]:
+        """Interaction id -> member id."""
+        out: dict[int, int] = {}
+        for chunk in _chunks(list(ids), 500):
+            q = ",".join("?" * len(chunk))
+            out.update((r[0], r[1]) for r in await self._fetchall(f"SELECT id, member_id FROM interactions WHERE id IN ({q})", chunk))
+        return out
+
+    async def recent_items(self, guild_id: int, limit: int, *, before: float | None = None) -> list[Item]:
+        """The guild's newest ``limit`` items created before ``before`` (default: any time), newest first."""
+        rows = await self._fetchall(
+            "SELECT * FROM items WHERE guild_id = ? AND created_at <= ? ORDER BY created_at DESC, id DESC LIMIT ?",
+            (guild_id, before if before is not None else 1e18, limit),
+        )
+        return [Item.from_row(r) for r in rows]
+
+    async def delete_embeddings(self, owner: str, ids: Sequence[int]) -> int:
+        """Drop the vectors of ``owner`` rows (e.g. an item whose text changed); returns how many."""
+        n = 0
+        for chunk in _chunks(list(ids), 500):
+            q = ",".join("?" * len(chunk))
+            cur = await self._write(f"DELETE FROM embeddings WHERE owner = ? AND owner_id IN ({q})", [owner, *chunk])
+            n += cur.rowcount
+        return n
+
+    async def last_activity(self, guild_id: int) -> dict[int, float]:
+        """Item id -> time (UNIX s) of its latest interaction (any kind but ``recommended``)."""
+        rows = await self._fetchall(
+            "SELECT item_id, MAX(created_at) FROM interactions WHERE guild_id = ? AND item_id IS NOT NULL "
+            "AND kind != 'recommended' GROUP BY item_id",
+            (guild_id,),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def recommended_since(self, guild_id: int, member_id: int, since: float) -> set[int]:
+        """Items sent to the member in a digest at or after ``since`` (UNIX s)."""
+        rows = await self._fetchall(
+            "SELECT item_id FROM recommendations_sent WHERE guild_id = ? AND member_id = ? AND created_at >= ?",
+            (guild_id, member_id, since),
+        )
+        return {r[0] for r in rows}
+
     # ---- recommendations ------------------------------------------------------------------
     async def record_recommendations(
         self, guild_id: int, member_id: int, picks: Sequence[tuple[int, float, str]], date: str
@@ -776,6 +882,19 @@ class Store:
             "SELECT item_id FROM recommendations_sent WHERE guild_id = ? AND member_id = ?", (guild_id, member_id)
         )
         return {r["item_id"] for r in rows}
+
+    async def recommendations_on(self, guild_id: int, date: str) -> dict[int, list[tuple[int, float, str]]]:
+        """Member id -> ``(item_id, score, reason)`` sent in the guild's digest of ``date`` (YYYY-MM-DD),
+        best score first (a digest re-run on the same date returns what was already sent)."""
+        rows = await self._fetchall(
+            "SELECT member_id, item_id, score, reason FROM recommendations_sent WHERE guild_id = ? AND date = ? "
+            "ORDER BY member_id, score DESC, item_id",
+            (guild_id, date),
+        )
+        out: dict[int, list[tuple[int, float, str]]] = {}
+        for r in rows:
+            out.setdefault(r["member_id"], []).append((r["item_id"], r["score"], r["reason"]))
+        return out
 
     # ---- privacy --------------------------------------------------------------------------
     async def forget_user(self, user_id: int) -> dict[str, int]:

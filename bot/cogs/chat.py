@@ -1,0 +1,285 @@
+"""The chat assistant: answers when mentioned, in DMs, when a member replies to it, and in threads it
+started.
+
+Flow (one message): should we answer? → per-member cooldown → memory (the reply chain, or the
+thread's recent history; at most ``chat.history_messages`` messages, trimmed to the token budget by
+``model.prompts``) → persona (channel, then guild, then ``chat.persona``) →
+``model.chat.stream_reply`` → :class:`bot.messages.StreamingReply` edits the reply at most once per
+``chat.edit_interval_s`` and continues in a new message before 2,000 characters. Typing is shown
+until the first message; when the generator is saturated the member sees their queue position.
+Every message allows a ping of the member being answered only (never @everyone, @here or roles).
+Message contents are logged at DEBUG only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.ext import commands
+
+from bot.errors import generator_message, new_error_id
+from bot.messages import StreamingReply
+
+if TYPE_CHECKING:
+    from bot.app import CampfireBotMixin
+
+log = logging.getLogger(__name__)
+
+QUEUE_TEXT = "⏳ Lots of people are talking to me right now: you're #{position} in line. I'll answer here as soon as I can."
+UNAVAILABLE_TEXT = "I can't chat right now: my writing engine isn't running. Please try again later."
+
+
+def _cooldown_key(message: discord.Message) -> tuple[int, int]:
+    return (message.channel.id, message.author.id)
+
+
+def answer_mentions(member: discord.abc.User) -> discord.AllowedMentions:
+    """The only pings a reply may make: the member being answered (never @everyone/@here/roles)."""
+    return discord.AllowedMentions(everyone=False, roles=False, users=[member], replied_user=True)
+
+
+def readable_content(message: discord.Message, bot_id: int) -> str:
+    """A message's text as the model should read it: the bot's own mention removed, other member,
+    role and channel mentions as ``@name``/``#name``; ``(an attachment)`` for a message with only files."""
+    text = re.sub(rf"<@!?{bot_id}>", "", message.content)
+    for user in message.mentions:
+        text = re.sub(rf"<@!?{user.id}>", "@" + user.display_name, text)
+    for role in message.role_mentions:
+        text = text.replace(f"<@&{role.id}>", "@" + role.name)
+    for channel in message.channel_mentions:
+        text = text.replace(f"<#{channel.id}>", "#" + getattr(channel, "name", str(channel.id)))
+    text = text.strip()
+    if not text and message.attachments:
+        text = "(an attachment: " + ", ".join(a.filename for a in message.attachments) + ")"
+    return text
+
+
+class Chat(commands.Cog):
+    """The chat listener. ``bot.services.generator`` may be None (then members get a kind message)."""
+
+    def __init__(self, bot: CampfireBotMixin) -> None:
+        self.bot = bot
+        self.services = bot.services
+        self.settings = bot.services.settings
+        per = self.settings.discord.cooldown_message_s
+        self._cooldown = commands.CooldownMapping.from_cooldown(1, per, _cooldown_key) if per > 0 else None
+
+    # ---- deciding ------------------------------------------------------------------------------
+    @property
+    def me(self) -> discord.ClientUser | None:
+        return self.bot.user  # type: ignore[attr-defined,no-any-return]
+
+    async def resolve_reference(self, message: discord.Message) -> discord.Message | None:
+        """The message ``message`` replies to (from the cache, else fetched), or None."""
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        if isinstance(ref.resolved, discord.Message):
+            return ref.resolved
+        if ref.cached_message is not None:
+            return ref.cached_message
+        cached = self.bot._connection._get_message(ref.message_id)  # type: ignore[attr-defined]
+        if cached is not None:
+            return cached
+        channel = message.channel
+        if ref.channel_id != channel.id:
+            channel = self.bot.get_channel(ref.channel_id) or channel  # type: ignore[attr-defined]
+        try:
+            return await channel.fetch_message(ref.message_id)  # type: ignore[union-attr]
+        except (discord.NotFound, discord.Forbidden, discord.HTTPException):
+            return None
+
+    async def should_answer(self, message: discord.Message) -> bool:
+        """True for a member's message that mentions the bot, is a DM, replies to the bot, or is in
+        a thread the bot started. Bots (itself included) and system messages are ignored."""
+        me = self.me
+        if me is None or message.author.bot or message.author.id == me.id:
+            return False
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return False
+        if message.guild is None:
+            return True
+        if any(user.id == me.id for user in message.mentions):
+            return True
+        channel = message.channel
+        if isinstance(channel, discord.Thread) and channel.owner_id == me.id:
+            return True
+        if message.reference is not None:
+            replied = await self.resolve_reference(message)
+            return replied is not None and replied.author.id == me.id
+        return False
+
+    def on_cooldown(self, message: discord.Message) -> float:
+        """Seconds left of the member's cooldown in this channel (0 = may be answered; counts it)."""
+        if self._cooldown is None:
+            return 0.0
+        bucket = self._cooldown.get_bucket(message)
+        return (bucket.update_rate_limit() or 0.0) if bucket is not None else 0.0
+
+    # ---- memory --------------------------------------------------------------------------------
+    async def history(self, message: discord.Message) -> list[discord.Message]:
+        """Earlier messages of the conversation, oldest first, at most ``chat.history_messages``:
+        the thread's recent messages in a thread, else the reply chain above ``message``."""
+        limit = self.settings.chat.history_messages
+        channel = message.channel
+        if isinstance(channel, discord.Thread):
+            try:
+                older = [m async for m in channel.history(limit=limit, before=message)]
+            except discord.HTTPException:
+                older = []
+            return sorted(older, key=lambda m: m.id)  # snowflakes sort by time (Discord sends newest first)
+        chain: list[discord.Message] = []
+        current = message
+        seen = {message.id}
+        while len(chain) < limit and current.reference is not None:
+            parent = await self.resolve_reference(current)
+            if parent is None or parent.id in seen:
+                break
+            chain.append(parent)
+            seen.add(parent.id)
+            current = parent
+        return list(reversed(chain))
+
+    async def turns(self, message: discord.Message) -> list[Any]:
+        """The conversation as ``model.prompts.Turn`` objects, oldest first, ending with ``message``.
+        Consecutive bot messages (one long reply split in several) become one assistant turn."""
+        from model.prompts import Turn
+
+        me = self.me
+        assert me is not None
+        out: list[Any] = []
+        for m in [*await self.history(message), message]:
+            text = readable_content(m, me.id)
+            if not text:
+                continue
+            if m.author.id == me.id:
+                if out and out[-1].role == "assistant":
+                    out[-1] = Turn(role="assistant", content=out[-1].content + "\n" + text)
+                else:
+                    out.append(Turn(role="assistant", content=text))
+            elif not m.author.bot:
+                out.append(Turn(role="user", content=text, name=m.author.display_name))
+        if not out or out[-1].role != "user":
+            out.append(Turn(role="user", content="Hello!", name=message.author.display_name))
+        return out
+
+    async def persona(self, message: discord.Message) -> str:
+        """The persona for ``message``'s channel: the channel's (or a thread's parent's), else the
+        guild's, else ``chat.persona``."""
+        store = self.services.store
+        channel = message.channel
+        ids = [channel.id]
+        parent_id = getattr(channel, "parent_id", None)
+        if parent_id:
+            ids.append(parent_id)
+        if message.guild is not None:
+            for cid in ids:
+                row = await store.get_channel(cid)
+                if row and row.get("persona"):
+                    return str(row["persona"])
+            guild = await store.get_guild(message.guild.id)
+            if guild and guild.get("persona"):
+                return str(guild["persona"])
+        return self.settings.chat.persona
+
+    # ---- answering -----------------------------------------------------------------------------
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if not await self.should_answer(message):
+            return
+        wait = self.on_cooldown(message)
+        if wait:
+            log.debug("member %s on chat cooldown for %.1f s", message.author.id, wait)
+            return
+        await self.answer(message)
+
+    async def answer(self, message: discord.Message) -> StreamingReply:
+        """Stream the model's answer to ``message`` into one or more replies; never raises for a
+        generator failure (the member is told kindly). Returns the :class:`StreamingReply`."""
+        mentions = answer_mentions(message.author)
+        channel = message.channel
+        sent_any = asyncio.Event()
+
+        async def send(content: str) -> discord.Message:
+            sent_any.set()
+            if not reply.messages:
+                try:
+                    return await message.reply(content, allowed_mentions=mentions)
+                except discord.HTTPException:  # the member's message is gone: answer in the channel
+                    pass
+            return await channel.send(content, allowed_mentions=mentions)
+
+        async def edit(msg: discord.Message, content: str) -> Any:
+            return await msg.edit(content=content, allowed_mentions=mentions)
+
+        reply = StreamingReply(send, edit, edit_interval_s=self.settings.chat.edit_interval_s)
+        generator = self.services.generator
+        if generator is None:
+            await reply.set_status(UNAVAILABLE_TEXT)
+            return reply
+
+        async def on_queued(position: int) -> None:
+            await reply.set_status(QUEUE_TEXT.format(position=position))
+
+        typing = asyncio.create_task(self._typing(channel, sent_any), name="campfire-chat-typing")
+        try:
+            from model.chat import stream_reply
+
+            turns = await self.turns(message)
+            persona = await self.persona(message)
+            log.debug("answering member %s in channel %s with %d turn(s)", message.author.id, channel.id, len(turns))
+            async for delta in stream_reply(
+                generator,
+                persona=persona,
+                turns=turns,
+                chat=self.settings.chat,
+                counter=self.services.counter,
+                user=str(message.author.id),
+                on_queued=on_queued,
+            ):
+                await reply.push(delta)
+            await reply.finish(fallback="…")
+        except Exception as err:  # generator down, Discord error, or a bug: tell the member kindly
+            text = generator_message(err)
+            if text is None:
+                error_id = new_error_id()
+                log.error("chat reply failed [error %s] (channel %s)", error_id, channel.id, exc_info=err)
+                text = f"Something went wrong on my side, sorry (error `{error_id}`)."
+            else:
+                log.warning("chat reply failed: %s: %s", type(err).__name__, err)
+            await self._tell(reply, text)
+        finally:
+            sent_any.set()
+            await typing
+        return reply
+
+    async def _tell(self, reply: StreamingReply, text: str) -> None:
+        """Finish ``reply`` with ``text`` as a note (after any partial answer) — never raises."""
+        try:
+            if reply.text:
+                await reply.push(f"\n\n*({text})*")
+                await reply.finish()
+            elif reply.messages:
+                reply.text = ""
+                await reply.finish(fallback=text)
+            else:
+                await reply.set_status(text)
+        except discord.HTTPException as err:
+            log.warning("could not tell a member about a failed reply: %s", err)
+
+    @staticmethod
+    async def _typing(channel: Any, done: asyncio.Event) -> None:
+        """Show "Campfire is typing…" until ``done`` (the first message is out)."""
+        try:
+            async with channel.typing():
+                await done.wait()
+        except Exception as err:  # typing is cosmetic: never let it break a reply
+            log.debug("typing indicator failed: %s", err)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Chat(bot))  # type: ignore[arg-type]

@@ -1,0 +1,273 @@
+"""``campfire serve``: transformers' own OpenAI-compatible server (``transformers serve
+--continuous-batching``) on the prepared model, plus the few things Campfire needs that it lacks.
+
+We do not write an inference server: the app is transformers' (``transformers.cli.serving``:
+``ModelManager``, ``GenerationState``, the chat-completion handler, ``build_server`` — the same pieces
+``transformers serve`` assembles), pinned to the prepared folder (``force_model``), on ``cuda`` with
+bf16 when a GPU is present, else the CPU, with the paged KV cache sized by
+``generator.cb_memory_percent`` (``--cb-max-memory-percent``).
+
+What transformers 5.24's ``serve`` lacks, and what this module adds (nothing else):
+
+1. **Per-request sampling under continuous batching.** Its CB manager is created by the *first*
+   request with that request's generation config; later requests only pass ``max_new_tokens`` and
+   ``eos_token_id``, so every chat reply and story would sample at the first request's temperature.
+   Transformers' CB *does* support per-request ``temperature``/``top_p``/``top_k`` (its
+   ``per_request_processors`` option + ``add_request(**logit_processor_kwargs)``); the serve layer just
+   never passes them. :class:`_PerRequestCBManager` turns that on and forwards each request's values.
+2. **No context-length check**: an over-long prompt reaches the model. We answer HTTP 400
+   "maximum context length is N tokens" (OpenAI's wording, which clients map to a context error) and
+   clamp ``max_tokens`` to what is left of the window (``generator.context_tokens``).
+3. **No ``data: [DONE]``** at the end of a stream (OpenAI, vLLM and llama.cpp send it; some clients
+   wait for it). A small middleware appends it.
+4. **Readiness**: the model loads at start but the CB worker and its cache only on the first request
+   (seconds); we warm up before the port opens, so ``/health`` = 200 means a request will be served
+   at once. (``/health`` itself exists and answers 503 ``cb_worker_dead`` when the worker has died; the
+   supervisor restarts the process then — transformers does not recover on its own.)
+
+5. **CPU sizing**: its default ``max_batch_tokens`` (8192) reserves ≈ 1.6 GB of float32 logits before
+   any KV cache, and torch uses every core. We use 512 tokens per step, at most
+   ``2 × max_concurrency`` requests per step, and half the cores (:func:`cpu_threads`). Measured here
+   (bf16, ``cb_memory_percent`` 0.05): RSS ≈ 1.41 GB after warm-up (1.65 GB in float32).
+
+Also noted (not worked around): CB drops ``RepetitionPenaltyLogitsProcessor``, so ``frequency_penalty``
+has no effect on this server (vLLM / llama.cpp honour it); ``stop`` strings are not applied by CB —
+the client enforces them (:mod:`model.client`); ``user`` is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from campfire.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Base sampling of the shared CB config: values must differ from None/1.0 so transformers builds the
+# temperature and top-p processors, which then read each request's own value.
+BASE_TEMPERATURE = 0.7
+BASE_TOP_P = 0.95
+MIN_TEMPERATURE = 0.05  # temperature 0 (greedy) is served as this (per-request greedy is not available in CB)
+
+# Tokens per forward pass (prompt chunks + one per decoding request). transformers' default, 8192, reserves
+# 8192 × vocab (49,152) float32 logits ≈ 1.6 GB before any KV cache: far over our memory target on a CPU.
+MAX_BATCH_TOKENS = 512
+
+_request_sampling: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("campfire_sampling", default={})
+
+
+def resolve_device(device: str) -> tuple[str, str]:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; always bf16 (the prepared folder's dtype).
+
+    On this CPU bf16 decoded as fast as float32 with one thread (≈ 4 tok/s each, measured side by
+    side under heavy sharing) and halves the weights and the paged cache (RSS ≈ 1.65 GB → see note).
+    """
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, "bfloat16"
+
+
+def cpu_threads() -> int:
+    """Torch threads on the CPU: ``CAMPFIRE_GENERATOR_THREADS``, else half the cores (at least 1).
+
+    Half, because the bot (embedding, FAISS) shares the machine in the embedded mode, and torch's
+    OpenMP threads busy-wait: oversubscribed, decoding here went from ≈ 0.3 s to ≈ 3–5 s per token.
+    """
+    value = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def build_app(settings: Settings):
+    """Assemble transformers' serving app on ``settings.generator_model_path`` (loads the model: seconds).
+
+    Returns the FastAPI app; its lifespan warms the continuous-batching worker up before serving.
+    Raises :class:`model.prepare.ModelNotFound` when the folder is not prepared.
+    """
+    from model.prepare import ModelNotFound, is_prepared
+
+    gen = settings.generator
+    folder = settings.generator_model_path
+    if not is_prepared(folder):
+        raise ModelNotFound(f"no prepared model at {folder}: run `campfire model prepare` first")
+
+    from fastapi import HTTPException, Request
+    from transformers import ContinuousBatchingConfig
+    from transformers.cli.serving.chat_completion import ChatCompletionHandler
+    from transformers.cli.serving.completion import CompletionHandler
+    from transformers.cli.serving.model_manager import ModelManager
+    from transformers.cli.serving.response import ResponseHandler
+    from transformers.cli.serving.server import build_server
+    from transformers.cli.serving.systemone import SystemOneHandler
+    from transformers.cli.serving.transcription import TranscriptionHandler
+    from transformers.cli.serving.utils import CBGenerateManager, GenerationState
+
+    device, dtype = resolve_device(gen.device)
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(cpu_threads())
+    context_tokens = gen.context_tokens
+
+    class _PerRequestCBManager(CBGenerateManager):
+        """Transformers' CB manager, with per-request temperature/top_p and a context-length check."""
+
+        def init_cb(self, model, gen_config) -> None:
+            if self._cb is not None:
+                return
+            base = gen_config.__class__.from_dict(gen_config.to_dict())
+            base.do_sample = True
+            base.temperature = BASE_TEMPERATURE
+            base.top_p = BASE_TOP_P
+            base.repetition_penalty = None  # dropped by CB anyway; avoid the warning
+            super().init_cb(model, base)
+            original = self._cb.add_request
+
+            def add_request(*args, **kwargs):
+                return original(*args, **{**_request_sampling.get(), **kwargs})
+
+            self._cb.add_request = add_request
+
+        def _prepare(self, inputs: dict, gen_config) -> None:
+            prompt = len(inputs["input_ids"])
+            if prompt >= context_tokens:
+                raise HTTPException(
+                    status_code=400,
+                    detail=f"This model's maximum context length is {context_tokens} tokens; the prompt has {prompt}.",
+                )
+            wanted = gen_config.max_new_tokens or context_tokens
+            gen_config.max_new_tokens = min(wanted, context_tokens - prompt)
+            temperature = gen_config.temperature if gen_config.temperature is not None else BASE_TEMPERATURE
+            _request_sampling.set({
+                "temperature": float(max(temperature, MIN_TEMPERATURE)),
+                "top_p": float(gen_config.top_p if gen_config.top_p is not None else 1.0),
+            })
+
+        def generate_streaming(self, model, processor, inputs, gen_config, request_id, response_parser=None):
+            self._prepare(inputs, gen_config)
+            return super().generate_streaming(model, processor, inputs, gen_config, request_id, response_parser)
+
+        async def generate_non_streaming(self, model, processor, inputs, gen_config, request_id):
+            self._prepare(inputs, gen_config)
+            return await super().generate_non_streaming(model, processor, inputs, gen_config, request_id)
+
+    class _State(GenerationState):
+        def get_manager(self, model_id: str, use_cb: bool = False):
+            if use_cb and self._cb_manager is None:
+                self._cb_manager = _PerRequestCBManager(cb_config=self._cb_config)
+                self._cb_model_id = model_id
+            return super().get_manager(model_id, use_cb)
+
+    manager = ModelManager(device=device, dtype=dtype, continuous_batching=True, force_model=str(folder))
+    cb_config = ContinuousBatchingConfig(
+        max_memory_percent=gen.cb_memory_percent,
+        max_batch_tokens=MAX_BATCH_TOKENS,
+        max_requests_per_batch=max(16, 2 * gen.max_concurrency),
+        per_request_processors=True,
+    )
+    state = _State(continuous_batching=True, cb_config=cb_config)
+    chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
+    app = build_server(
+        manager,
+        chat,
+        completion_handler=CompletionHandler(model_manager=manager, generation_state=state),
+        response_handler=ResponseHandler(model_manager=manager, generation_state=state),
+        transcription_handler=TranscriptionHandler(manager, state),
+        systemone_handler=SystemOneHandler(model_manager=manager, generation_state=state),
+        generation_state=state,
+    )
+
+    @app.middleware("http")
+    async def _done_marker(request: Request, call_next):
+        response = await call_next(request)
+        if request.url.path.endswith("/chat/completions") and response.headers.get("content-type", "").startswith(
+            "text/event-stream"
+        ):
+            body = response.body_iterator
+
+            async def with_done():
+                async for chunk in body:
+                    yield chunk
+                yield b"data: [DONE]\n\n"
+
+            response.body_iterator = with_done()
+        return response
+
+    original_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_):
+        warm = {"model": str(folder), "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": False}
+        await chat.handle_request(warm, "campfire-warmup")
+        log.info("generator ready: %s on %s (%s)", folder, device, dtype)
+        async with original_lifespan(app_):
+            yield
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+    """Serve the prepared model until interrupted (``campfire serve``). Returns an exit code.
+
+    ``host``/``port`` default to ``generator.host``/``generator.port``; port 0 picks a free port, which
+    is printed. Exit code 2 with one line when the model folder is missing.
+    """
+    import uvicorn
+
+    from model.prepare import ModelNotFound
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    host = host or settings.generator.host
+    port = settings.generator.port if port is None else port
+    if port == 0:
+        port = free_port(host)
+    try:
+        app = build_app(settings)
+    except ModelNotFound as err:
+        print(f"campfire serve: {err}")
+        return 2
+    print(f"campfire serve: OpenAI-compatible API at http://{host}:{port}/v1 (model {settings.generator_model_path})", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    return 0
+
+
+def main() -> int:
+    """``python -m model.server [--host H] [--port P] [--config PATH] [--data-dir DIR]`` (what the embedded supervisor runs)."""
+    import argparse
+
+    from campfire.cli import main as campfire_main
+    from model.supervisor import exit_with_parent
+
+    exit_with_parent()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--config")
+    parser.add_argument("--data-dir", type=Path)
+    args, _ = parser.parse_known_args()
+    argv = ["serve"]
+    for flag, value in (("--host", args.host), ("--port", args.port), ("--config", args.config), ("--data-dir", args.data_dir)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return campfire_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

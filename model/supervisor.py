@@ -1,0 +1,201 @@
+"""The embedded generator: ``campfire serve`` as a child process on a free loopback port, supervised.
+
+Used when ``generator.url`` is empty. The child runs ``python -m model.server`` (the same code as
+``campfire serve``) with the generator settings passed as ``CAMPFIRE_GENERATOR__*`` environment
+variables; its output goes to ``<data_dir>/logs/generator.log``. A watchdog restarts it on the same
+port when the process exits or ``/health`` answers 503 (transformers' "CB worker is dead" state,
+from which it never recovers by itself). The child also exits by itself if Campfire dies without
+stopping it (it watches its parent's pid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from campfire.config import Settings
+from model.errors import GeneratorUnavailable
+
+log = logging.getLogger(__name__)
+
+PARENT_PID_ENV = "CAMPFIRE_PARENT_PID"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedServer:
+    """Start, watch and stop the generator child process.
+
+    ``url`` (``http://127.0.0.1:PORT/v1``) and ``model_name`` (the served model's id) are valid after
+    :meth:`start`. ``restarts`` counts restarts since start. ``check_interval_s`` is the watchdog period
+    (seconds).
+    """
+
+    def __init__(self, settings: Settings, *, check_interval_s: float = 2.0) -> None:
+        self.settings = settings
+        self.check_interval_s = check_interval_s
+        self.port = 0
+        self.restarts = 0
+        self.model_path = Path(settings.generator_model_path).resolve()
+        self.log_path = Path(settings.data_dir) / "logs" / "generator.log"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._watchdog: asyncio.Task | None = None
+        self._http = httpx.AsyncClient(timeout=5.0)
+        self._lock = asyncio.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def model_name(self) -> str:
+        """The id the server lists in ``/v1/models`` (transformers uses the folder path it was given)."""
+        return str(self.model_path)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for key, value in self.settings.generator.model_dump().items():
+            env[f"CAMPFIRE_GENERATOR__{key.upper()}"] = str(value)
+        env["CAMPFIRE_GENERATOR__URL"] = ""
+        env["CAMPFIRE_GENERATOR__MODEL_PATH"] = str(self.model_path)
+        env["CAMPFIRE_DATA_DIR"] = str(self.settings.data_dir)
+        env[PARENT_PID_ENV] = str(os.getpid())
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        return env
+
+    async def start(self) -> None:
+        """Start the child and wait for ``/health`` (at most ``generator.startup_timeout_s``), then watch it.
+
+        Raises :class:`GeneratorUnavailable` when it does not become healthy; the log's tail is in the message.
+        """
+        if not self.port:
+            self.port = _free_port()
+        await self._spawn()
+        self._watchdog = asyncio.create_task(self._watch(), name="generator-watchdog")
+
+    async def _spawn(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "model.server", "--host", "127.0.0.1", "--port", str(self.port),
+                env=self._env(), stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+        log.info("generator starting (pid %d, port %d, log %s)", self._proc.pid, self.port, self.log_path)
+        deadline = time.monotonic() + self.settings.generator.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.returncode is not None:
+                raise GeneratorUnavailable(f"the generator exited at start (code {self._proc.returncode}): {self._tail()}", retry_after_s=5)
+            if await self._health() == 200:
+                log.info("generator ready at %s (pid %d)", self.url, self._proc.pid)
+                return
+            await asyncio.sleep(0.25)
+        await self._kill()
+        raise GeneratorUnavailable(
+            f"the generator did not answer /health within {self.settings.generator.startup_timeout_s:.0f} s: {self._tail()}",
+            retry_after_s=5,
+        )
+
+    def _tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def _health(self) -> int | None:
+        try:
+            return (await self._http.get(f"http://127.0.0.1:{self.port}/health")).status_code
+        except httpx.HTTPError:
+            return None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_interval_s)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("generator restart failed; trying again in %.0f s", self.check_interval_s)
+
+    async def check(self) -> bool:
+        """Restart the child if it has exited or reports its batching worker dead (503). Returns whether it restarted."""
+        async with self._lock:
+            proc = self._proc
+            reason = None
+            if proc is None or proc.returncode is not None:
+                reason = f"exited with code {proc.returncode if proc else None}"
+            elif await self._health() == 503:
+                reason = "its batching worker died (/health 503)"
+            if reason is None:
+                return False
+            log.warning("generator %s; restarting it", reason)
+            await self._kill()
+            self.restarts += 1
+            await self._spawn()
+            return True
+
+    async def _kill(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def stop(self) -> None:
+        """Stop the watchdog and the child (SIGTERM, then SIGKILL after 5 s)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        async with self._lock:
+            await self._kill()
+        await self._http.aclose()
+        log.info("generator stopped")
+
+
+def exit_with_parent() -> None:
+    """In the child: exit when the parent named by ``CAMPFIRE_PARENT_PID`` is gone (checked every second)."""
+    import threading
+
+    pid = int(os.environ.get(PARENT_PID_ENV) or 0)
+    if not pid:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

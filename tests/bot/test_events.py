@@ -1,0 +1,171 @@
+"""Recording (bot.cogs.events) into the real store, with the real embedder, driven through dpytest."""
+
+from __future__ import annotations
+
+import discord.ext.test as dpytest
+import pytest
+from discord.ext.test import backend as dpy_backend
+
+LONG = "Has anyone tried brewing a saison with wild yeast from the garden? Mine turned out tart."
+SHORT = "nice!"
+
+
+@pytest.fixture
+def bot_extensions():
+    return ("bot.cogs.events",)
+
+
+async def test_message_becomes_item_with_authored_interaction_and_is_embedded(bot):
+    msg = await bot.post(LONG)
+    await bot.flush()
+    item = await bot.store.get_item(msg.id)
+    assert item is not None and item.kind == "message" and item.text == LONG
+    assert (item.guild_id, item.channel_id, item.author_id) == (bot.guild.id, bot.channels[0].id, bot.member.id)
+    inter = await bot.store.interactions(bot.guild.id, bot.member.id)
+    assert [(i.kind, i.item_id, i.source_id) for i in inter] == [("authored", msg.id, msg.id)]
+    # embedding was queued through the Recommender and done off the loop: the vector is stored
+    assert msg.id in await bot.store.embeddings_for("item", [msg.id], bot.recommender.embedder.name)
+    member = await bot.store.get_member(bot.guild.id, bot.member.id)
+    assert member is not None and member["display_name"] == bot.member.display_name
+
+
+async def test_short_message_is_no_item_until_replied_to(bot):
+    short = await bot.post(SHORT)
+    await bot.flush()
+    assert await bot.store.get_item(short.id) is None
+    other = bot.members[1]
+    reply = await bot.post("I agree, " + LONG, member=other, reply_to=short)
+    await bot.flush()
+    parent = await bot.store.get_item(short.id)
+    assert parent is not None and parent.text == SHORT
+    child = await bot.store.get_item(reply.id)
+    assert child is not None and child.parent_item_id == short.id
+    kinds = {(i.kind, i.item_id) for i in await bot.store.interactions(bot.guild.id, other.id)}
+    assert kinds == {("authored", reply.id), ("replied", short.id)}
+
+
+async def test_reactions_added_and_removed(bot):
+    msg = await bot.post(LONG)
+    other = bot.members[1]
+    await bot.react(other, msg, "🍺")
+    await bot.flush()
+    reacted = [i for i in await bot.store.interactions(bot.guild.id, other.id) if i.kind == "reacted"]
+    assert [(i.item_id, i.member_id) for i in reacted] == [(msg.id, other.id)]
+    await bot.react(other, msg, "🍺", add=False)
+    await bot.flush()
+    assert not [i for i in await bot.store.interactions(bot.guild.id, other.id) if i.kind == "reacted"]
+
+
+async def test_edit_updates_and_delete_removes_the_item(bot):
+    msg = await bot.post(LONG)
+    await bot.flush()
+    edited = LONG + " Edit: it was the yeast, not the hops."
+    await bot.edit(msg, edited)
+    await bot.flush()
+    assert (await bot.store.get_item(msg.id)).text == edited
+    # re-embedded after the edit
+    assert msg.id in await bot.store.embeddings_for("item", [msg.id], bot.recommender.embedder.name)
+    await bot.delete(msg)
+    await bot.flush()
+    assert await bot.store.get_item(msg.id) is None
+    assert [i for i in await bot.store.interactions(bot.guild.id) if i.item_id == msg.id] == []
+
+
+async def test_bots_dms_opted_out_and_ignored_channels_are_not_recorded(bot):
+    helper = bot.make_bot_member("HelperBot")
+    await bot.post(LONG, member=helper)
+    dm = await bot.dm(bot.member)
+    await bot.post(LONG + " (in a DM)", channel=dm)
+    opted = bot.members[2]
+    await bot.store.set_opted_out(opted.id)
+    await bot.post(LONG + " (opted out)", member=opted)
+    await bot.store.update_guild(bot.guild.id, ignore_channel_ids=[bot.channels[1].id])
+    await bot.post(LONG + " (ignored channel)", channel=bot.channels[1])
+    kept = await bot.post(LONG + " (kept)")
+    await bot.flush()
+    items = await bot.store.items(bot.guild.id)
+    assert [i.id for i in items] == [kept.id]
+    members = {i.member_id for i in await bot.store.interactions(bot.guild.id)}
+    assert members == {bot.member.id}
+
+
+async def test_learn_list_limits_recording_to_listed_channels(bot):
+    await bot.store.update_guild(bot.guild.id, learn_channel_ids=[bot.channels[1].id])
+    skipped = await bot.post(LONG + " one")
+    kept = await bot.post(LONG + " two", channel=bot.channels[1])
+    await bot.flush()
+    assert await bot.store.get_item(skipped.id) is None
+    assert await bot.store.get_item(kept.id) is not None
+
+
+async def test_channel_permission_snapshot_and_member_roles_drive_visibility(bot):
+    guild, private = bot.guild, bot.channels[1]
+    mods = dpy_backend.make_role("mods", guild)
+    await dpytest.add_role(bot.members[1], mods)
+    await bot.set_permissions(private, guild.default_role, view_channel=False)
+    await bot.set_permissions(private, mods, view_channel=True)
+    await bot.set_permissions(private, bot.members[2], view_channel=True)
+    await bot.flush()
+    snap = (await bot.store.get_channel(private.id))["visibility"]
+    assert snap["public"] is False
+    assert mods.id in snap["roles"] and guild.default_role.id not in snap["roles"]
+    assert snap["members"] == [bot.members[2].id]
+    stored = await bot.store.get_member(guild.id, bot.members[1].id)
+    assert mods.id in stored["role_ids"]
+    assert private.id in await bot.store.visible_channel_ids(guild.id, bot.members[1].id)  # via the role
+    assert private.id in await bot.store.visible_channel_ids(guild.id, bot.members[2].id)  # via a member overwrite
+    await bot.store.upsert_member(guild.id, bot.members[0].id, bot.members[0].display_name, role_ids=[])
+    assert private.id not in await bot.store.visible_channel_ids(guild.id, bot.members[0].id)
+
+
+async def test_guild_snapshot_records_every_channel(bot):
+    events = bot.bot.get_cog("Events")
+    events.snapshot_guild(bot.guild)
+    await bot.flush()
+    stored = {c["id"]: c for c in await bot.store.channels(bot.guild.id)}
+    for channel in bot.channels:
+        assert stored[channel.id]["name"] == channel.name
+        assert stored[channel.id]["visibility"]["public"] is True
+
+
+async def test_message_contents_are_not_logged_at_info(bot, caplog):
+    secret = "my very private sentence about brewing that must not reach the logs at all"
+    with caplog.at_level("INFO"):
+        await bot.post(secret)
+        await bot.flush()
+    assert await bot.store.get_item(bot.state._messages[-1].id) is not None
+    assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+async def test_short_message_edited_to_a_long_one_becomes_an_item(bot):
+    msg = await bot.post(SHORT)
+    await bot.flush()
+    assert await bot.store.get_item(msg.id) is None
+    await bot.edit(msg, LONG)
+    await bot.flush()
+    item = await bot.store.get_item(msg.id)
+    assert item is not None and item.text == LONG
+
+
+async def test_reply_keeps_its_parent_when_it_is_replied_to_in_turn(bot):
+    root = await bot.post(LONG)
+    middle = await bot.post("Replying: " + LONG, member=bot.members[1], reply_to=root)
+    await bot.flush()
+    await bot.post("And replying again: " + LONG, member=bot.members[2], reply_to=middle)
+    await bot.flush()
+    assert (await bot.store.get_item(middle.id)).parent_item_id == root.id
+
+
+async def test_writes_are_batched(bot, monkeypatch):
+    calls: list[int] = []
+    original = bot.recommender.add_items
+
+    async def add_items(items):
+        calls.append(len(items))
+        return await original(items)
+
+    monkeypatch.setattr(bot.recommender, "add_items", add_items)
+    posted = [await bot.post(f"{LONG} (number {i})") for i in range(30)]
+    await bot.flush()
+    assert sum(calls) == 30 and len(calls) < 10  # a few batches, not one write per message
+    assert len(await bot.store.items(bot.guild.id)) == len(posted)

@@ -1,0 +1,155 @@
+"""/privacy optout|optin|forget|export and /help through real discord.Interaction objects, on the
+real store, embedder and FAISS indexes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import pytest
+
+from recsys.store import Item
+from tests.bot.harness import snowflake
+
+
+@pytest.fixture
+def bot_extensions():
+    return ("bot.cogs.privacy", "bot.cogs.help")
+
+
+async def seed(h) -> dict[int, list[int]]:
+    """Members 0 and 1 each wrote two messages and reacted to one of the other's; member 0 got a
+    digest pick. Returns member id -> their item ids."""
+    g, ch = h.guild.id, h.channels[0]
+    await h.store.upsert_channel(ch.id, g, ch.name)
+    now = time.time()
+    mine: dict[int, list[int]] = {}
+    items = []
+    for m, topic in zip(h.members[:2], ("sailing boats on the lake", "baking bread at home")):
+        await h.store.upsert_member(g, m.id, m.display_name)
+        for k in range(2):
+            iid = snowflake()
+            mine.setdefault(m.id, []).append(iid)
+            items.append(Item(id=iid, guild_id=g, kind="message", channel_id=ch.id, author_id=m.id,
+                              created_at=now - 100 * (k + 1), text=f"Message {k} about {topic}, with enough words."))
+    await h.recommender.add_items(items)
+    a, b = h.members[0].id, h.members[1].id
+    rows = [{"guild_id": g, "member_id": it.author_id, "kind": "authored", "item_id": it.id} for it in items]
+    rows += [{"guild_id": g, "member_id": a, "kind": "reacted", "item_id": mine[b][0], "source_id": 1},
+             {"guild_id": g, "member_id": b, "kind": "reacted", "item_id": mine[a][0], "source_id": 2}]
+    await h.recommender.record(rows)
+    await h.store.record_recommendations(g, a, [(mine[b][1], 0.9, "because")], "2026-01-01")
+    await h.recommender.flush()
+    return mine
+
+
+def confirm_buttons(message: dict) -> list[str]:
+    return [c["custom_id"] for row in message["components"] for c in row["components"]]
+
+
+async def rows_about(h, user_id: int) -> int:
+    data = await h.store.export_user(user_id)
+    return sum(len(v) for k, v in data.items() if k != "user_id")
+
+
+async def test_forget_after_confirmation_leaves_no_rows_or_vectors(bot):
+    h = bot
+    mine = await seed(h)
+    a, b = h.members[0].id, h.members[1].id
+    assert await rows_about(h, a) > 0
+    stats_before = h.recommender.stats(h.guild.id)
+
+    ask = await h.invoke("privacy forget")
+    assert ask.callback_type == 4 and ask.ephemeral
+    assert await rows_about(h, a) > 0  # nothing happens before the confirmation
+    yes, no = confirm_buttons(ask.message)
+    assert yes.startswith(f"campfire:forget:yes:{a}:") and no.startswith(f"campfire:forget:no:{a}:")
+
+    done = await h.click(yes, ask.message)
+    assert done.callback_type == 7 and "Deleted" in done.text
+    assert await rows_about(h, a) == 0
+    assert await h.store.get_items(mine[a]) == {}
+    # their interactions and the interactions on their items are gone, with every vector
+    assert all(i.member_id != a and i.item_id not in mine[a] for i in await h.store.interactions(h.guild.id))
+    ids, _ = await h.store.get_embeddings("item", h.guild.id, h.recommender.embedder.name)
+    assert not set(ids.tolist()) & set(mine[a])
+    stats = h.recommender.stats(h.guild.id)
+    assert stats["item_vectors"] == stats_before["item_vectors"] - 2
+    assert stats["interaction_vectors"] < stats_before["interaction_vectors"]
+    # the other member keeps their own data
+    assert set(await h.store.get_items(mine[b])) == set(mine[b])
+    assert any(i.member_id == b for i in await h.store.interactions(h.guild.id))
+
+
+async def test_cancel_other_members_and_expired_confirmations_delete_nothing(bot):
+    h = bot
+    await seed(h)
+    a = h.members[0].id
+    before = await rows_about(h, a)
+    ask = await h.invoke("privacy forget")
+    offered = copy.deepcopy(ask.message)  # the recorder updates ask.message in place when it is edited
+    yes, no = confirm_buttons(offered)
+
+    stranger = await h.click(yes, ask.message, member=h.members[1])
+    assert stranger.ephemeral and "Only the member who asked" in stranger.text
+    cancel = await h.click(no, ask.message)
+    assert "nothing was deleted" in cancel.text.lower()
+
+    stale = copy.deepcopy(offered)
+    old = f"campfire:forget:yes:{a}:{int(time.time()) - 3600}"
+    stale["components"][0]["components"][0]["custom_id"] = old
+    expired = await h.click(old, stale)
+    assert "expired" in expired.text
+    assert await rows_about(h, a) == before
+
+
+async def test_forget_keeps_an_opt_out(bot):
+    h = bot
+    await seed(h)
+    a = h.members[0].id
+    await h.invoke("privacy optout")
+    assert await h.store.is_opted_out(a)
+    ask = await h.invoke("privacy forget")
+    await h.click(confirm_buttons(ask.message)[0], ask.message)
+    assert await h.store.is_opted_out(a)  # still not recorded after the deletion
+    assert await h.recommender.record([{"guild_id": h.guild.id, "member_id": a, "kind": "reacted", "text": "x"}]) == []
+
+
+async def test_optout_stops_recording_and_optin_restarts_it(bot):
+    h = bot
+    a = h.members[0].id
+    await h.store.upsert_member(h.guild.id, a, h.members[0].display_name)
+    out = await h.invoke("privacy optout")
+    assert out.ephemeral and "records nothing" in out.text
+    row = {"guild_id": h.guild.id, "member_id": a, "kind": "reacted", "text": "a reaction", "source_id": 7}
+    assert await h.recommender.record([row]) == []
+    back = await h.invoke("privacy optin")
+    assert back.ephemeral
+    assert len(await h.recommender.record([row])) == 1
+
+
+async def test_export_is_an_ephemeral_json_attachment(bot):
+    h = bot
+    mine = await seed(h)
+    a = h.members[0].id
+    inv = await h.invoke("privacy export", channel=await h.dm())  # works in DMs too
+    assert inv.callback_type == 5 and inv.ephemeral
+    followup = [r for r in inv.responses if r.kind == "followup"][-1]
+    [(name, raw)] = followup.files
+    assert name == f"campfire-export-{a}.json"
+    data = json.loads(raw)
+    assert data["user_id"] == a
+    assert sorted(i["id"] for i in data["items"]) == sorted(mine[a])
+    assert {i["kind"] for i in data["interactions"]} == {"authored", "reacted"}
+    assert [r["item_id"] for r in data["recommendations_sent"]] == [mine[h.members[1].id][1]]
+
+
+async def test_help_says_what_is_stored_and_how_to_delete_it(bot):
+    inv = await bot.invoke("help")
+    assert inv.callback_type == 4 and inv.ephemeral
+    text = inv.text
+    for phrase in ("What Campfire stores", "/privacy forget", "/privacy export", "/privacy optout", "/story"):
+        assert phrase in text
+    embed = inv.message["embeds"][0]
+    assert all(len(f["value"]) <= 1024 for f in embed["fields"]) and len(embed["fields"]) <= 25

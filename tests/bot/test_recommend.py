@@ -1,0 +1,148 @@
+"""/recommend through real discord.Interaction objects, on the real store, embedder and FAISS
+indexes: picks only from channels the member can see, reasons and links, feedback buttons,
+subscribe / unsubscribe."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from recsys.store import Item
+from tests.bot.harness import snowflake
+
+PUBLIC = [
+    "My sourdough starter finally doubled overnight; a long cold proof gave the loaf an open, glossy crumb.",
+    "Tried rye flour in a sourdough loaf this weekend: dense but very tasty, next time more water.",
+    "The 42 bus now leaves ten minutes earlier on weekdays, the new timetable is on the town website.",
+    "Looking for a quiet mechanical keyboard for programming at night, any switch recommendations?",
+]
+HIDDEN = [
+    "Moderators only: planning the sourdough bread baking contest, judges and prizes for the best loaf.",
+    "Moderators only: sourdough hydration ratios for an open crumb, notes for the contest rules.",
+]
+
+
+@pytest.fixture
+def bot_extensions():
+    return ("bot.cogs.recommend",)
+
+
+async def seed(h) -> dict[str, list[int]]:
+    """Two channels: #0 public, #1 visible only to a role nobody here has. Member 1 wrote
+    everything; member 0 wrote about sourdough (their profile)."""
+    g, pub, hid = h.guild.id, h.channels[0], h.channels[1]
+    me, author = h.members[0], h.members[1]
+    await h.store.upsert_channel(pub.id, g, pub.name, visibility={"public": True})
+    await h.store.upsert_channel(hid.id, g, hid.name, visibility={"public": False, "roles": [snowflake()]})
+    for m in h.members:
+        await h.store.upsert_member(g, m.id, m.display_name, role_ids=[])
+    now = time.time()
+    ids: dict[str, list[int]] = {"public": [], "hidden": [], "own": []}
+    items = []
+    for n, (where, texts) in enumerate((("public", PUBLIC), ("hidden", HIDDEN))):
+        for k, text in enumerate(texts):
+            iid = snowflake()
+            ids[where].append(iid)
+            items.append(Item(id=iid, guild_id=g, kind="message", text=text, created_at=now - 3600 * (k + 1),
+                              channel_id=(pub if where == "public" else hid).id, author_id=author.id))
+    own = snowflake()
+    ids["own"].append(own)
+    items.append(Item(id=own, guild_id=g, kind="message", channel_id=pub.id, author_id=me.id, created_at=now - 7200,
+                      text="I bake sourdough bread every weekend and love a crusty, open-crumb loaf."))
+    await h.recommender.add_items(items)
+    for iid in ids["public"] + ids["hidden"]:
+        await h.recommender.record([{"guild_id": g, "member_id": author.id, "kind": "authored", "item_id": iid}])
+    await h.recommender.record([{"guild_id": g, "member_id": me.id, "kind": "authored", "item_id": own}])
+    await h.recommender.flush()
+    return ids
+
+
+def pick_ids(message: dict) -> list[int]:
+    ids = []
+    for row in message.get("components") or []:
+        for c in row["components"]:
+            m = re.fullmatch(r"campfire:rec:up:(\d+)", c["custom_id"])
+            if m:
+                ids.append(int(m.group(1)))
+    return ids
+
+
+async def test_recommend_now_picks_only_from_visible_channels(bot):
+    h = bot
+    ids = await seed(h)
+    inv = await h.invoke("recommend now")
+    assert inv.callback_type == 5 and inv.ephemeral  # deferred privately before any work
+    msg = inv.message
+    embed = msg["embeds"][0]
+    picked = pick_ids(msg)
+    assert picked, inv.text
+    assert not set(picked) & set(ids["hidden"]), "a pick from a channel the member cannot view"
+    assert not set(picked) & set(ids["own"])
+    assert set(picked) <= set(ids["public"])
+    # one field per pick: its reason and a jump link to the message, within Discord's limits
+    assert len(embed["fields"]) == len(picked) <= 25
+    for field, iid in zip(embed["fields"], picked):
+        assert len(field["name"]) <= 256 and len(field["value"]) <= 1024
+        assert f"https://discord.com/channels/{h.guild.id}/{h.channels[0].id}/{iid}" in field["value"]
+        assert field["value"].split("\n")[0].strip()  # a reason line
+    # the most similar public message (sourdough) is among them
+    assert ids["public"][0] in picked or ids["public"][1] in picked
+
+    # control: once the channel is visible to everyone, its (more similar) messages are picked too
+    await h.store.upsert_channel(h.channels[1].id, h.guild.id, h.channels[1].name, visibility={"public": True})
+    again = await h.invoke("recommend now")
+    assert set(pick_ids(again.message)) & set(ids["hidden"])
+
+
+async def test_feedback_buttons_feed_the_profile(bot):
+    h = bot
+    await seed(h)
+    inv = await h.invoke("recommend now")
+    picked = pick_ids(inv.message)
+    assert len(picked) >= 2
+    first, second = picked[0], picked[1]
+    me = h.member.id
+
+    no = await h.click(f"campfire:rec:no:{first}", inv.message)
+    assert no.callback_type == 7  # the picks message is updated in place: that row disabled, choice marked
+    row = next(r for r in no.message["components"] if any(c["custom_id"].endswith(f":{first}") for c in r["components"]))
+    assert all(c.get("disabled") for c in row["components"])
+    assert [c["style"] for c in row["components"] if c["custom_id"] == f"campfire:rec:no:{first}"] == [3]
+    other_rows = [r for r in no.message["components"] if r is not row]
+    assert other_rows and not any(c.get("disabled") for r in other_rows for c in r["components"])
+
+    await h.click(f"campfire:rec:up:{second}", inv.message)
+    await h.click(f"campfire:rec:down:{second}", inv.message)  # replaces the 👍
+    mine = {(i.item_id, i.kind) for i in await h.store.interactions(h.guild.id, me)}
+    assert (first, "dismissed") in mine
+    assert (second, "rated_down") in mine and (second, "rated_up") not in mine
+    await h.recommender.flush()
+    # dismissed and down-rated items are not recommended again
+    later = await h.invoke("recommend now")
+    assert not {first, second} & set(pick_ids(later.message))
+
+
+async def test_subscribe_and_unsubscribe(bot):
+    h = bot
+    await h.store.update_guild(h.guild.id, digest_time="08:30", timezone="Asia/Shanghai")
+    sub = await h.invoke("recommend subscribe")
+    assert sub.ephemeral and "08:30" in sub.text and "Asia/Shanghai" in sub.text
+    assert [m["user_id"] for m in await h.store.subscribed_members(h.guild.id)] == [h.member.id]
+    unsub = await h.invoke("recommend unsubscribe")
+    assert unsub.ephemeral
+    assert await h.store.subscribed_members(h.guild.id) == []
+
+
+async def test_opted_out_member_cannot_subscribe_and_gets_a_hint(bot):
+    h = bot
+    await h.store.set_opted_out(h.member.id, True)
+    inv = await h.invoke("recommend subscribe")
+    assert inv.ephemeral and "/privacy optin" in inv.text
+    assert await h.store.subscribed_members(h.guild.id) == []
+
+
+async def test_no_history_and_no_items_is_a_friendly_message(bot):
+    inv = await bot.invoke("recommend now")
+    assert inv.ephemeral and "nothing to recommend yet" in inv.text

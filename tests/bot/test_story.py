@@ -1,0 +1,227 @@
+"""/story through real discord.Interaction objects (tests/bot/conftest.py): defer first, streamed
+follow-up, story saved as an item with a ``requested`` interaction, persistent buttons, ratings,
+Continue / Regenerate, bad themes, cooldown, generator down — and one run on the real model."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bot.cogs.story import EMBED_DESCRIPTION_MAX, EMBEDS_TOTAL_MAX, story_embeds
+
+STORY = (
+    "The Lantern Keeper\n"
+    "Rain fell on the old harbour town while Mei lit the last lantern on the pier. "
+    "A stranger with a broken umbrella asked her the way to the lighthouse. "
+    "They walked together, sharing the lantern's small circle of light. "
+    "At the top of the stairs he turned, smiled, and was gone."
+)
+
+
+@pytest.fixture
+def bot_extensions():
+    return ("bot.cogs.story",)
+
+
+def buttons(message: dict) -> list[str]:
+    return [c["custom_id"] for row in message.get("components") or [] for c in row["components"]]
+
+
+def story_id(message: dict) -> int:
+    ids = {int(m.group(1)) for cid in buttons(message) if (m := re.fullmatch(r"campfire:story:\w+:(\d+)", cid))}
+    assert len(ids) == 1, buttons(message)
+    return ids.pop()
+
+
+async def interactions_on(h, item_id: int):
+    return [i for i in await h.store.interactions(h.guild.id) if i.item_id == item_id]
+
+
+async def tell(h, **options):
+    h.fake.reply = STORY
+    inv = await h.invoke("story", **{"theme": "a chance meeting on a rainy day", **options})
+    assert inv.message is not None, inv.responses
+    return inv
+
+
+async def test_story_defers_before_generation_streams_and_saves(bot):
+    h = bot
+    h.fake.chunk_chars = 6
+    h.fake.token_delay_s = 0.02  # ≈ 1.3 s of streaming: several edit windows of 0.2 s
+    generation_started_at_defer: list[int] = []
+    answer = h.interactions._answer
+
+    def spy(route, **kwargs):
+        if route.path.endswith("/callback"):
+            generation_started_at_defer.append(h.fake.requests_started)
+        return answer(route, **kwargs)
+
+    h.interactions._answer = spy
+    inv = await tell(h, genre="mystery")
+
+    # acknowledged with a (public) deferred response before the generator saw any request
+    assert inv.callback_type == 5 and not inv.ephemeral
+    assert generation_started_at_defer == [0]
+    assert h.fake.requests_started == 1
+
+    # streamed: several edits of the follow-up, never closer together than chat.edit_interval_s
+    edits = [r for r in inv.responses if r.kind == "edit_original"]
+    assert len(edits) >= 3
+    gaps = [b.at - a.at for a, b in zip(edits, edits[1:])]
+    assert min(gaps) >= h.settings.chat.edit_interval_s - 0.02, gaps
+
+    # final message: an embed titled by the story, crediting the requester, with the four buttons
+    msg = inv.message
+    embed = msg["embeds"][0]
+    assert embed["title"] == "The Lantern Keeper"
+    assert "he turned, smiled, and was gone." in embed["description"]
+    assert h.member.display_name in embed["author"]["name"]
+    sid = story_id(msg)
+    assert buttons(msg) == [f"campfire:story:{a}:{sid}" for a in ("up", "down", "more", "again")]
+
+    # saved as an item (kind story) with a "requested" interaction by the member
+    item = await h.store.get_item(sid)
+    assert item is not None and item.kind == "story" and item.guild_id == h.guild.id
+    assert item.title == "The Lantern Keeper" and item.text.startswith("Rain fell on the old harbour town")
+    assert item.author_id == h.member.id and item.meta["theme"] == "a chance meeting on a rainy day"
+    assert item.meta["genre"] == "mystery" and item.tags == ["mystery"]
+    assert item.url and item.url.endswith(f"/{msg['id']}")
+    kinds = [(i.member_id, i.kind) for i in await interactions_on(h, sid)]
+    assert kinds == [(h.member.id, "requested")]
+    await h.recommender.flush()
+    assert h.recommender.stats(h.guild.id)["item_vectors"] >= 1  # embedded off the loop, indexed
+
+
+async def test_rating_buttons_record_and_replace_ratings(bot):
+    h = bot
+    inv = await tell(h)
+    sid = story_id(inv.message)
+    alice, bob = h.members[0], h.members[1]
+
+    up = await h.click(f"campfire:story:up:{sid}", inv.message, member=alice)
+    assert up.ephemeral and up.defer_s is not None
+    assert [(i.member_id, i.kind) for i in await interactions_on(h, sid) if i.kind.startswith("rated")] == [
+        (alice.id, "rated_up")]
+
+    await h.click(f"campfire:story:down:{sid}", inv.message, member=alice)  # a later rating replaces the earlier
+    await h.click(f"campfire:story:up:{sid}", inv.message, member=bob)
+    ratings = sorted((i.member_id, i.kind) for i in await interactions_on(h, sid) if i.kind.startswith("rated"))
+    assert ratings == sorted([(alice.id, "rated_down"), (bob.id, "rated_up")])
+    assert (await h.store.get_item(sid)).rating == 0.0  # -1 (alice) + 1 (bob)
+
+
+async def test_buttons_work_after_the_cog_is_reloaded(bot):
+    """Nothing about a story's buttons lives in memory: the custom id carries the story id."""
+    h = bot
+    inv = await tell(h)
+    sid = story_id(inv.message)
+    await h.bot.reload_extension("bot.cogs.story")
+    await h.click(f"campfire:story:up:{sid}", inv.message, member=h.members[2])
+    assert [(i.member_id, i.kind) for i in await interactions_on(h, sid) if i.kind == "rated_up"] == [
+        (h.members[2].id, "rated_up")]
+
+
+async def test_continue_writes_the_next_part_and_regenerate_is_the_requesters(bot):
+    h = bot
+    inv = await tell(h)
+    sid = story_id(inv.message)
+
+    h.fake.reply = "Part Two\nThe next morning the lantern was lit again. Nobody knew who had lit it."
+    more = await h.click(f"campfire:story:more:{sid}", inv.message, member=h.members[1])
+    assert more.callback_type == 5
+    part2 = more.message
+    sid2 = story_id(part2)
+    assert sid2 != sid and "(part 2)" in part2["embeds"][0]["title"]
+    item2 = await h.store.get_item(sid2)
+    assert item2.parent_item_id == sid and item2.meta["part"] == 2 and item2.author_id == h.members[1].id
+    # the continuation prompt carried the first part's text
+    assert "Mei lit the last lantern" in str(h.fake.requests[-1]["messages"])
+
+    refused = await h.click(f"campfire:story:again:{sid}", inv.message, member=h.members[1])
+    assert refused.ephemeral and "Only the member who asked" in refused.text
+    assert h.fake.requests_started == 2
+
+    h.fake.reply = "Another Telling\nThe rain stopped just as they met. They both laughed."
+    again = await h.click(f"campfire:story:again:{sid}", inv.message, member=h.members[0])
+    sid3 = story_id(again.message)
+    assert again.message["embeds"][0]["title"] == "Another Telling"
+    assert (await h.store.get_item(sid3)).meta["theme"] == "a chance meeting on a rainy day"
+
+
+@pytest.mark.parametrize("theme", ["   ", "x" * 301])
+async def test_bad_theme_is_a_polite_ephemeral_error(bot, theme):
+    h = bot
+    inv = await h.invoke("story", theme=theme)
+    assert inv.callback_type == 4 and inv.ephemeral
+    assert "theme" in inv.text.lower()
+    assert h.fake.requests_started == 0
+    assert await h.store.items(h.guild.id, kind="story") == []
+
+
+async def test_generator_down_gives_a_kind_message_and_saves_nothing(bot):
+    h = bot
+    h.fake.status = 503
+    inv = await h.invoke("story", theme="a lighthouse in winter")
+    assert inv.callback_type == 5
+    text = inv.text
+    assert "try again" in text.lower() and "Traceback" not in text
+    assert inv.message["embeds"] == [] and buttons(inv.message) == []
+    assert await h.store.items(h.guild.id, kind="story") == []
+    # the member may try again at once (a failure does not use up the cooldown), and it works
+    h.fake.reset()
+    ok = await tell(h)
+    assert story_id(ok.message)
+
+
+@pytest.mark.parametrize("bot_settings_overrides", [{"story": {"cooldown_s": 600}}], indirect=True)
+async def test_per_member_cooldown(bot):
+    h = bot
+    await tell(h)
+    second = await h.invoke("story", theme="another theme")
+    assert second.ephemeral and "another in" in second.text
+    other = await tell(h, member=h.members[1])  # other members are not affected
+    assert story_id(other.message)
+    assert h.fake.requests_started == 2
+
+
+def test_story_embeds_stay_within_discord_limits(bot_user):
+    text = ("A long sentence about the sea and the stars. " * 300).strip()  # 13,500 characters
+    embeds = story_embeds("T" * 400, text, bot_user, footer="f" * 3000)
+    total = sum(len(e.title or "") + len(e.description or "") + len(e.footer.text or "") + len(e.author.name or "")
+                for e in embeds)
+    assert total <= EMBEDS_TOTAL_MAX and len(embeds) <= 10
+    assert all(len(e.description) <= EMBED_DESCRIPTION_MAX for e in embeds)
+    assert len(embeds[0].title) <= 256 and len(embeds[-1].footer.text) <= 2048
+    assert embeds[-1].description.endswith("…")
+
+
+@pytest.fixture
+def bot_user():
+    class User:
+        display_name = "Mei"
+
+        class display_avatar:  # noqa: N801
+            url = "https://cdn.discordapp.com/embed/avatars/0.png"
+
+    return User()
+
+
+@pytest.mark.slow
+async def test_story_on_the_real_model(real_bot):
+    h = real_bot
+    # a short story, cut shorter still (40 tokens): this 2-core CPU is shared, and the session
+    # server's client gives a whole generation generator.request_timeout_s (120 s)
+    h.bot.get_cog("Story").max_tokens = 40
+    inv = await h.invoke("story", theme="a chance meeting on a rainy day", length="short", timeout_s=300)
+    assert inv.callback_type == 5
+    msg = inv.message
+    sid = story_id(msg)
+    item = await h.store.get_item(sid)
+    assert item is not None and item.kind == "story" and len(item.text.split()) >= 5
+    assert item.text[:40] in msg["embeds"][0]["description"]
+    assert msg["embeds"][0]["title"] == item.title and item.title.strip()
+    assert [i.kind for i in await interactions_on(h, sid)] == ["requested"]
+    up = await h.click(f"campfire:story:up:{sid}", msg)
+    assert up.ephemeral
+    assert "rated_up" in [i.kind for i in await interactions_on(h, sid)]

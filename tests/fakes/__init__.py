@@ -1,0 +1,1 @@
+"""Loopback stand-ins for external services, used only where a test needs controlled behaviour."""

@@ -1,0 +1,86 @@
+"""forget/export and opt-outs: rows and vectors gone from SQLite and from the FAISS indexes."""
+
+from __future__ import annotations
+
+from recsys.index import VectorIndex
+from recsys.service import Recommender
+from recsys.store import Item
+
+G = 7
+ALICE, BOB = 71, 72
+TEXTS = {
+    ALICE: ["My homebrew saison finished at 1.002, is that too dry?", "Best yeast for a farmhouse ale?"],
+    BOB: ["Where can I buy fresh Citra hops in Berlin?", "How cold should a stout be served?"],
+}
+
+
+async def _guild(rec: Recommender, store) -> None:
+    await store.upsert_channel(70, G, "general")
+    for uid, name in ((ALICE, "alice"), (BOB, "bob")):
+        await store.upsert_member(G, uid, name)
+    items = [Item(id=uid * 100 + i, guild_id=G, kind="message", text=t, created_at=1.7e9 + i, channel_id=70,
+                  author_id=uid) for uid, texts in TEXTS.items() for i, t in enumerate(texts)]
+    await rec.add_items(items)
+    rows = []
+    for uid, texts in TEXTS.items():
+        rows += [{"guild_id": G, "member_id": uid, "kind": "authored", "item_id": uid * 100 + i, "text": t,
+                  "created_at": 1.7e9 + i} for i, t in enumerate(texts)]
+    rows.append({"guild_id": G, "member_id": BOB, "kind": "replied", "item_id": ALICE * 100, "source_id": 9,
+                 "text": "1.002 is fine for a saison", "created_at": 1.7e9 + 5})
+    rows.append({"guild_id": G, "member_id": ALICE, "kind": "reacted", "item_id": BOB * 100, "created_at": 1.7e9 + 6})
+    await rec.record(rows)
+    await rec.flush()
+
+
+async def test_forget_removes_rows_and_vectors(store, settings, embedder):
+    rec = Recommender(store, embedder, settings)
+    await rec.start()
+    await _guild(rec, store)
+    assert rec.stats(G)["item_vectors"] == 4 and rec.stats(G)["interaction_vectors"] == 6
+
+    exported = await rec.export_user(ALICE)
+    assert len(exported["items"]) == 2 and len(exported["interactions"]) == 3
+
+    counts = await rec.forget_user(ALICE)
+    assert counts["items"] == 2 and counts["item_vectors"] == 2
+    # alice's 3 interactions and bob's reply to alice's item
+    assert counts["interaction_vectors"] == 4
+    assert await store.get_member(G, ALICE) is None
+    assert (await rec.export_user(ALICE))["interactions"] == []
+    # SQLite: no vector left for any of her rows
+    item_ids, _ = await store.get_embeddings("item", G, embedder.name)
+    inter_ids, _ = await store.get_embeddings("interaction", G, embedder.name)
+    assert sorted(item_ids.tolist()) == [BOB * 100, BOB * 100 + 1]
+    bob_inters = {i.id for i in await store.interactions(G, BOB)}
+    assert set(inter_ids.tolist()) == bob_inters and len(bob_inters) == 2  # bob's reply went with her item
+    # FAISS, in memory and on disk
+    assert set(rec.indexes.get(G, "item").ids().tolist()) == {BOB * 100, BOB * 100 + 1}
+    assert set(rec.indexes.get(G, "interaction").ids().tolist()) == bob_inters
+    on_disk = VectorIndex.load(settings.index_dir / str(G) / "item.faiss", dim=embedder.dim, model=embedder.name,
+                               hnsw_threshold=10**6)
+    assert set(on_disk.ids().tolist()) == {BOB * 100, BOB * 100 + 1}
+    # her text is no longer findable
+    q = await embedder.aencode([TEXTS[ALICE][0]])
+    assert not set(rec.indexes.get(G, "item").search(q, 10)[1][0].tolist()) & {ALICE * 100, ALICE * 100 + 1}
+    await rec.aclose()
+    # and a restart agrees with SQLite
+    rec = Recommender(store, embedder, settings)
+    report = await rec.start()
+    assert report[(G, "item")] == "loaded" and report[(G, "interaction")] == "loaded"
+    await rec.aclose()
+
+
+async def test_opted_out_members_are_not_recorded(store, settings, embedder):
+    rec = Recommender(store, embedder, settings)
+    await rec.start()
+    await store.upsert_channel(70, G, "general")
+    await store.set_opted_out(BOB)
+    added = await rec.add_items([Item(id=5, guild_id=G, kind="message", text="bob's post about hops", created_at=1.7e9,
+                                      channel_id=70, author_id=BOB)])
+    ids = await rec.record([{"guild_id": G, "member_id": BOB, "kind": "requested", "text": "a story about hops"}])
+    await rec.flush()
+    assert added == 0 and ids == []
+    assert await store.count("items") == 0 and await store.count("interactions") == 0
+    assert await store.count("embeddings") == 0
+    assert rec.stats(G)["item_vectors"] == 0
+    await rec.aclose()

@@ -1,0 +1,192 @@
+"""Recommendations on real SQLite, real FAISS and the real all-MiniLM-L6-v2.
+
+Item texts are real Beer Stack Exchange questions (../shared/data/recsys/se_beer, CC BY-SA 3.0,
+beer.stackexchange.com); each test builds a small guild from them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recsys.service import Recommender
+from recsys.store import Item
+from tests.conftest import shared_data
+
+DAY = 86400.0
+NOW = 1_700_000_000.0
+GUILD, OTHER_GUILD = 1000, 2000
+PUBLIC, PRIVATE, NSFW_CH = 11, 12, 13
+MOD_ROLE = 777
+
+
+def se_beer(tag: str, n: int, *, exclude: tuple[str, ...] = ()) -> list[dict]:
+    rows = []
+    with (shared_data("recsys", "se_beer") / "items.jsonl").open() as f:
+        for line in f:
+            d = json.loads(line)
+            if tag in d["tags"] and not set(exclude) & set(d["tags"]):
+                rows.append(d)
+    return rows[:n]
+
+
+def make_items(rows: list[dict], *, start_id: int, guild: int = GUILD, channel: int = PUBLIC, author: int = 500,
+               age_days: float = 3.0, **extra) -> list[Item]:
+    return [
+        Item(id=start_id + i, guild_id=guild, kind="message", title=r["title"], text=r["body_text"][:600],
+             created_at=NOW - age_days * DAY + i * 60, channel_id=channel, author_id=author + i, tags=r["tags"], **extra)
+        for i, r in enumerate(rows)
+    ]
+
+
+@pytest.fixture
+async def rec(store, settings, embedder):
+    r = Recommender(store, embedder, settings)
+    await r.start()
+    await store.upsert_guild(GUILD, "beer")
+    await store.upsert_channel(PUBLIC, GUILD, "general")
+    await store.upsert_channel(PRIVATE, GUILD, "mods", visibility={"public": False, "roles": [MOD_ROLE]})
+    await store.upsert_channel(NSFW_CH, GUILD, "after-dark", nsfw=True)
+    await store.upsert_channel(21, OTHER_GUILD, "general")
+    for m in (1, 2, 3):
+        await store.upsert_member(GUILD, m, f"member{m}")
+    await store.upsert_member(GUILD, 4, "moderator", role_ids=[MOD_ROLE])
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+async def engage(rec: Recommender, member: int, items: list[Item], kind: str = "reacted", days_ago: float = 1.0):
+    await rec.record([
+        {"guild_id": items[0].guild_id, "member_id": member, "kind": kind, "item_id": it.id,
+         "created_at": NOW - days_ago * DAY + j} for j, it in enumerate(items)
+    ])
+
+
+async def test_recommendations_reflect_interests(rec: Recommender):
+    hops = make_items(se_beer("hops", 12), start_id=10_000)
+    other = make_items(se_beer("history", 12, exclude=("hops",)) + se_beer("glassware", 12, exclude=("hops",)),
+                       start_id=20_000)
+    # same creation time: freshness cannot separate the topics, only the member's interests can
+    for it in hops + other:
+        it.created_at = NOW - 3 * DAY
+    await rec.add_items(hops + other)
+    await engage(rec, 1, hops[:4])
+    await rec.flush()
+    picks = await rec.recommend(GUILD, 1, k=5, now=NOW)
+    assert len(picks) == 5
+    hop_ids = {it.id for it in hops[4:]}
+    assert sum(p.item.id in hop_ids for p in picks) >= 3, [p.item.title for p in picks]
+    assert picks[0].item.id in hop_ids
+    # nothing the member already engaged with comes back
+    assert not {p.item.id for p in picks} & {it.id for it in hops[:4]}
+    for p in picks:
+        assert 0.0 <= p.score <= 1.0
+        assert p.reason.startswith("because you reacted to: ") or p.reason in (
+            "popular in this server lately", "new in this server")
+    assert picks[0].reason.startswith("because you reacted to: ")
+    # the reason names one of the member's own interactions
+    assert any(h.title[:40] in picks[0].reason for h in hops[:4])
+
+
+async def test_hidden_channels_and_other_guilds_never_leak(rec: Recommender, store):
+    rows = se_beer("hops", 16)
+    public = make_items(rows[:4], start_id=30_000)
+    seed = make_items(rows[4:8], start_id=30_100)
+    private = make_items(rows[8:12], start_id=31_000, channel=PRIVATE)
+    foreign = make_items(rows[12:16], start_id=32_000, guild=OTHER_GUILD, channel=21)
+    await rec.add_items(public + seed + private + foreign)
+    for member in (1, 4):
+        await engage(rec, member, seed)
+    await rec.flush()
+    plain = await rec.recommend(GUILD, 1, k=20, now=NOW)
+    ids = {p.item.id for p in plain}
+    assert ids, "the member should get something"
+    assert not ids & {it.id for it in private}, "an item from a channel the member cannot view leaked"
+    assert not ids & {it.id for it in foreign}, "an item from another guild leaked"
+    assert all(p.item.guild_id == GUILD for p in plain)
+    # the moderator, who can view the private channel, does get those items
+    mod = {p.item.id for p in await rec.recommend(GUILD, 4, k=20, now=NOW)}
+    assert mod & {it.id for it in private}
+    # a channel denied to one member by name is hidden from them alone
+    await store.upsert_channel(PRIVATE, GUILD, "mods", visibility={"public": False, "roles": [MOD_ROLE],
+                                                                    "denied_members": [4]})
+    assert not {p.item.id for p in await rec.recommend(GUILD, 4, k=20, now=NOW)} & {it.id for it in private}
+    # a thread whose parent is hidden is hidden too, even with a public snapshot of its own
+    await store.upsert_channel(40, GUILD, "hops-thread", kind="thread", parent_id=PRIVATE)
+    thread_items = make_items(se_beer("hops", 20)[16:20], start_id=33_000, channel=40)
+    await rec.add_items(thread_items)
+    await rec.flush()
+    assert not {p.item.id for p in await rec.recommend(GUILD, 1, k=30, now=NOW)} & {it.id for it in thread_items}
+
+
+async def test_filters_own_opted_out_nsfw_and_sent(rec: Recommender, store):
+    rows = se_beer("taste", 20)
+    seed = make_items(rows[:4], start_id=40_000)
+    own = make_items(rows[4:8], start_id=40_100)
+    by_opted = make_items(rows[8:11], start_id=40_200)
+    for it in own:
+        it.author_id = 1  # written by member 1
+    for it in by_opted:
+        it.author_id = 900
+    nsfw = make_items(rows[11:14], start_id=40_300, channel=NSFW_CH)
+    rest = make_items(rows[14:20], start_id=40_400)
+    await rec.add_items(seed + own + by_opted + nsfw + rest)
+    await engage(rec, 1, seed)
+    await rec.flush()
+    await store.upsert_member(GUILD, 900, "leaver")
+    await store.set_opted_out(900)
+    ids = {p.item.id for p in await rec.recommend(GUILD, 1, k=30, now=NOW)}
+    assert ids
+    assert not ids & {it.id for it in own}
+    assert not ids & {it.id for it in by_opted}
+    assert not ids & {it.id for it in nsfw}
+    await store.update_guild(GUILD, nsfw_allowed=True)
+    ids = {p.item.id for p in await rec.recommend(GUILD, 1, k=30, now=NOW)}
+    assert ids & {it.id for it in nsfw}
+    # items sent in a digest do not come back with exclude_sent
+    first = await rec.recommend(GUILD, 1, k=3, now=NOW, exclude_sent=True)
+    await store.record_recommendations(GUILD, 1, [(p.item.id, p.score, p.reason) for p in first], "2023-11-14")
+    second = await rec.recommend(GUILD, 1, k=3, now=NOW, exclude_sent=True)
+    assert not {p.item.id for p in first} & {p.item.id for p in second}
+
+
+async def test_cold_start_gets_well_received_recent_items(rec: Recommender):
+    rows = se_beer("brewing", 10)
+    old = make_items(rows[:5], start_id=50_000, age_days=200)
+    recent = make_items(rows[5:], start_id=50_100, age_days=1)
+    await rec.add_items(old + recent)
+    await engage(rec, 2, recent[:2], days_ago=0.5)
+    await engage(rec, 3, recent[:2], days_ago=0.5)
+    await rec.flush()
+    picks = await rec.recommend(GUILD, 1, k=3, now=NOW)  # member 1 has no history
+    assert len(picks) == 3
+    assert all(p.item.id in {it.id for it in recent} for p in picks)
+    assert {p.item.id for p in picks} & {recent[0].id, recent[1].id}
+    assert any(p.reason == "popular in this server lately" for p in picks)
+
+
+async def test_edit_and_remove_item_update_the_index(rec: Recommender, store):
+    items = make_items(se_beer("storage", 3), start_id=60_000)
+    await rec.add_items(items)
+    await engage(rec, 2, items[:1])
+    await rec.flush()
+    assert rec.stats(GUILD)["item_vectors"] == 3
+    before = rec.indexes.get(GUILD, "item").vectors([items[1].id])[items[1].id]
+    assert await rec.update_item_text(items[1].id, "Which hops give the most citrus aroma in an IPA?")
+    await rec.flush()
+    after = rec.indexes.get(GUILD, "item").vectors([items[1].id])[items[1].id]
+    assert float(before @ after) < 0.95
+    assert await store.embedding_count("item", GUILD, rec.embedder.name) == 3
+    assert await rec.remove_item(items[0].id)
+    assert rec.stats(GUILD)["item_vectors"] == 2
+    assert rec.stats(GUILD)["interaction_vectors"] == 0  # member 2's reaction went with the item
+    assert await store.get_item(items[0].id) is None
+    assert not await rec.remove_item(items[0].id)
+
+
+async def test_bad_k_is_refused(rec: Recommender):
+    with pytest.raises(ValueError, match="positive"):
+        await rec.recommend(GUILD, 1, k=0)
