@@ -5,8 +5,9 @@
    the same messages' texts with the same model and batch size (target ≥ 0.9).
 2. Daily picks at scale: a guild of ``--members`` members × ``--items`` items with synthetic,
    clustered 384-d vectors (stored with the embedder's name, so nothing is re-embedded) and 5
-   interactions per member; :func:`recsys.digest.daily_picks` (recorded, not a dry run) is timed on
-   ``--sample`` subscribed members and extrapolated linearly to all members (target ≤ 15 s).
+   interactions per member; :func:`recsys.digest.daily_picks` (recorded, not a dry run; one batched
+   pass, :func:`recsys.recommend.recommend_many`) is timed for all members subscribed (``--sample N``
+   subscribes N and extrapolates) next to the per-member ``recommend`` path on 20 members (target ≤ 15 s).
 3. ``/recommend`` latency for one member on that guild: p50 / p99 over ``--repeats`` calls.
 4. Offline quality: Campfire's NDCG@10 ÷ the best baseline's on se_beer, ``time`` and ``static``
    protocols (:func:`recsys.eval.evaluate`; target ≥ 1 under ``time``).
@@ -143,9 +144,11 @@ async def bench_scale(embedder, *, members: int, items: int, sample: int, repeat
             await rec.flush()
             index_s = time.perf_counter() - t0
             stats = rec.stats(gid)
-            subscribed = rng.choice(members, size=min(sample, members), replace=False) + 1000
-            for m in subscribed:
-                await store.set_subscribed(gid, int(m), True)
+            n_sub = members if not sample else min(sample, members)
+            subscribed = rng.choice(members, size=n_sub, replace=False) + 1000
+            async with store.transaction():
+                for m in subscribed:
+                    await store.set_subscribed(gid, int(m), True)
             one = int(subscribed[0])
             await rec.recommend(gid, one)  # warm-up (guild stats cache, index pages)
             lat = []
@@ -153,6 +156,11 @@ async def bench_scale(embedder, *, members: int, items: int, sample: int, repeat
                 t0 = time.perf_counter()
                 await rec.recommend(gid, one)
                 lat.append(time.perf_counter() - t0)
+            # the per-member path on a few members, for the side-by-side ratio
+            t0 = time.perf_counter()
+            for m in subscribed[:20]:
+                await rec.recommend(gid, int(m), exclude_sent=True)
+            loop_per_member = (time.perf_counter() - t0) / min(20, len(subscribed))
             t0 = time.perf_counter()
             result = await daily_picks(rec, gid, time.strftime("%Y-%m-%d"), dry_run=False)
             picks_s = time.perf_counter() - t0
@@ -164,11 +172,67 @@ async def bench_scale(embedder, *, members: int, items: int, sample: int, repeat
         "members": members, "items": items, "interactions": members * 5, "build_store_s": round(build_s, 1),
         "index_load_s": round(index_s, 1), "item_index": stats.get("item_index"),
         "sampled_members": len(subscribed), "members_with_picks": len(result), "picks_recorded": sent,
-        "daily_picks_sample_s": round(picks_s, 2), "ms_per_member": round(per_member * 1000, 1),
-        "daily_picks_all_members_s_extrapolated": round(per_member * members, 1),
+        "daily_picks_s": round(picks_s, 2), "ms_per_member": round(per_member * 1000, 2),
+        "daily_picks_all_members_s": round(per_member * members, 1),
+        "extrapolated": len(subscribed) < members,
+        "per_member_loop_ms": round(loop_per_member * 1000, 1),
+        "batched_speedup": round(loop_per_member / per_member, 1),
         "recommend_p50_ms": round(statistics.median(lat_ms), 1),
         "recommend_p99_ms": round(lat_ms[min(len(lat_ms) - 1, int(0.99 * len(lat_ms)))], 1),
     }
+
+
+async def bench_digest_mix(embedder, data_dir: Path) -> dict:
+    """What a real community's dry-run digest hands out (``campfire digest --dry-run --all-members``
+    on an imported data dir): distinct items, the largest share of members one item went to, the
+    share of picks from channels the member took part in, the share of catalogue items (e.g. SCP
+    tales), and how many reasons quote an interaction of ≥ 20 characters. The data dir is read only
+    (``dry_run``: nothing is recorded)."""
+    from recsys.digest import daily_picks
+    from recsys.service import Recommender
+    from recsys.store import Store
+
+    settings = _settings(data_dir)
+    out: dict = {}
+    async with Store.connect(settings.db_path) as store:
+        rec = Recommender(store, embedder, settings)
+        await rec.start()
+        for g in await store.list_guilds():
+            if g["id"] == 0:
+                continue
+            t0 = time.perf_counter()
+            result = await daily_picks(rec, g["id"], time.strftime("%Y-%m-%d"), dry_run=True, all_members=True)
+            secs = time.perf_counter() - t0
+            picks = [(mp.member_id, p) for mp in result for p in mp.picks]
+            if not picks:
+                continue
+            took_part: dict[int, set] = {}
+            for i in await store.interactions(g["id"]):
+                if i.item_id is not None:
+                    took_part.setdefault(i.member_id, set())
+            items = await store.get_items({i.item_id for i in await store.interactions(g["id"]) if i.item_id})
+            for i in await store.interactions(g["id"]):
+                it = items.get(i.item_id)
+                if it is not None and it.channel_id is not None:
+                    took_part.setdefault(i.member_id, set()).add(it.channel_id)
+            per_item: dict[int, int] = {}
+            for _, p in picks:
+                per_item[p.item.id] = per_item.get(p.item.id, 0) + 1
+            own = sum(p.item.channel_id is not None and p.item.channel_id in took_part.get(m, set()) for m, p in picks)
+            quoted = [p.reason.split(": ", 1)[1] for _, p in picks if p.reason.startswith("because") and ": " in p.reason]
+            out[str(g["id"])] = {
+                "members": len(result), "picks": len(picks), "distinct_items": len(per_item),
+                "max_item_share": round(max(per_item.values()) / len(result), 3),
+                "own_channel_share": round(own / len(picks), 3),
+                "other_channel_share": round(sum(p.item.channel_id is not None for _, p in picks) / len(picks)
+                                             - own / len(picks), 3),
+                "catalogue_share": round(sum(p.item.kind == "imported" for _, p in picks) / len(picks), 3),
+                "reasons_quoting": round(len(quoted) / len(picks), 3),
+                "reasons_quote_ge_20_chars": round(sum(len(q) >= 20 for q in quoted) / max(len(quoted), 1), 3),
+                "digest_s": round(secs, 2),
+            }
+        await rec.aclose()
+    return out
 
 
 def bench_quality(embedder) -> dict:
@@ -199,6 +263,9 @@ async def amain(a: argparse.Namespace) -> dict:
     if not a.skip_scale:
         out["scale"] = await bench_scale(embedder, members=a.members, items=a.items, sample=a.sample, repeats=a.repeats)
         print(json.dumps({"scale": out["scale"]}), flush=True)
+    if a.digest_data:
+        out["digest_mix"] = await bench_digest_mix(embedder, Path(a.digest_data))
+        print(json.dumps({"digest_mix": out["digest_mix"]}), flush=True)
     if not a.skip_eval:
         out["quality"] = await asyncio.to_thread(bench_quality, embedder)
         print(json.dumps({"quality": out["quality"]}), flush=True)
@@ -210,8 +277,11 @@ def main() -> None:
     ap.add_argument("--export", default=str(SHARED / "chat" / "ubuntu_irc" / "2016-12-19_20.json"))
     ap.add_argument("--members", type=int, default=10_000)
     ap.add_argument("--items", type=int, default=100_000)
-    ap.add_argument("--sample", type=int, default=200, help="members whose daily picks are timed (extrapolated)")
+    ap.add_argument("--sample", type=int, default=0,
+                    help="subscribe only this many members and extrapolate (default 0: all members, measured)")
     ap.add_argument("--repeats", type=int, default=50, help="/recommend calls timed for p50/p99")
+    ap.add_argument("--digest-data", help="a data dir with imported exports (e.g. the ubuntu_irc files and "
+                    "scp_tales): report what a dry-run digest for every member hands out")
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
@@ -225,7 +295,9 @@ def main() -> None:
     if "scale" in out:
         s = out["scale"]
         print(f"digest  {s['members']} members × {s['items']} items: {s['ms_per_member']} ms/member → "
-              f"{s['daily_picks_all_members_s_extrapolated']} s for all (measured on {s['sampled_members']})")
+              f"{s['daily_picks_all_members_s']} s for all ({'extrapolated from' if s['extrapolated'] else 'measured on'} "
+              f"{s['sampled_members']}); per-member loop {s['per_member_loop_ms']} ms/member = "
+              f"{s['batched_speedup']}× slower than the batched digest")
         print(f"/recommend p50 {s['recommend_p50_ms']} ms, p99 {s['recommend_p99_ms']} ms")
     for proto, q in out.get("quality", {}).items():
         print(f"quality [{proto}] campfire NDCG@10 {q['campfire_ndcg10']} ÷ {q['best_baseline']} "

@@ -556,7 +556,8 @@ def _label(item: Item, width: int = 72) -> str:
     """One line naming an item: its title, else the start of its text (``recsys.digest.pick_title``)."""
     from recsys.digest import pick_title
 
-    return pick_title(item, width)
+    label = pick_title(item, width)
+    return label if len(label) <= width else label[: width - 1].rstrip() + "…"
 
 
 class _StoryArgs(argparse.ArgumentParser):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_INTERACTIONS = 3  # --all-members: members with at least this many interactions
-OVERFETCH = 4  # ask the recommender for k * OVERFETCH when it must skip items already sent
+MAX_ITEM_SHARE = 0.1  # one item goes to at most this share of a digest's members (never fewer than 10)
 
 
 @dataclass
@@ -97,11 +97,12 @@ async def daily_picks(
 
     ``all_members`` (only with ``dry_run``) adds every member (not a bot, not opted out) with at
     least 3 interactions. Unless ``dry_run``, the picks are recorded in ``recommendations_sent``;
-    an item already sent to a member is never picked for them again, and a member who already got
+    an item already sent to a member is never picked for them again, no item goes to more than
+    ``MAX_ITEM_SHARE`` of the members (at least 10), and a member who already got
     picks on ``date`` gets the same picks back (nothing new is recorded). Members with no pick are
     left out. The recommender's clock is the end of ``date`` in the guild's timezone, or now when
     that is earlier. Raises ValueError for a bad date, ``all_members`` without ``dry_run`` or an
-    unknown guild.
+    unknown guild. All members are ranked in one batched pass (:meth:`Recommender.recommend_many`).
     """
     from campfire.config import DigestSettings
 
@@ -125,13 +126,17 @@ async def daily_picks(
             members.setdefault(m["user_id"], m)
     already = await store.recommendations_on(guild_id, date)
 
+    fresh = await recommender.recommend_many(
+        guild_id, sorted(m for m in members if m not in already), k=k, now=now, exclude_sent=True,
+        max_item_share=MAX_ITEM_SHARE,
+    )
     out: list[MemberPicks] = []
     for member_id, m in sorted(members.items()):
         name = m.get("display_name") or str(member_id)
         if member_id in already:
             picks = await _recorded_picks(store, already[member_id])
         else:
-            picks = await _fresh_picks(recommender, guild_id, member_id, k=k, now=now)
+            picks = fresh.get(member_id, [])
             if picks and not dry_run:
                 await store.record_recommendations(
                     guild_id, member_id, [(p.item.id, float(p.score), p.reason) for p in picks], date
@@ -139,17 +144,6 @@ async def daily_picks(
         if picks:
             out.append(MemberPicks(guild_id, member_id, name, picks))
     return out
-
-
-async def _fresh_picks(recommender: Recommender, guild_id: int, member_id: int, *, k: int, now: float) -> list[Pick]:
-    sent = await recommender.store.recommended_item_ids(guild_id, member_id)
-    want = k
-    while True:
-        picks = await recommender.recommend(guild_id, member_id, k=want, now=now, exclude_sent=True)
-        fresh = [p for p in picks if p.item.id not in sent]
-        if len(fresh) >= k or len(picks) < want or want >= k * OVERFETCH:
-            return fresh[:k]
-        want = k * OVERFETCH
 
 
 async def _recorded_picks(store: Store, rows: list[tuple[int, float, str]]) -> list[Pick]:

@@ -3,7 +3,8 @@
 Each interaction contributes its vector (the item engaged with, or the interaction's own text)
 weighted by kind (``store.DEFAULT_WEIGHTS``: authored 1.0, replied 0.8, reacted 0.6, requested 1.0,
 rated up 1.5, rated down −1.0, clicked 0.8, …) and by exponential time decay
-``0.5 ** (age_days / half_life_days)``. Negative weights (down-ratings, dismissals) form a centroid
+``0.5 ** (age_days / half_life_days)``, measured from the member's latest interaction (so a member
+inactive for years keeps their profile; see :func:`relative_decay`). Negative weights (down-ratings, dismissals) form a centroid
 that is subtracted from every interest, pushing similar items away. With enough history the
 positive interactions are clustered (weighted spherical k-means) into up to ``max_interests``
 centroids so one loud topic does not drown the others.
@@ -46,9 +47,29 @@ class Profile:
 
 
 def decayed_weights(weights: np.ndarray, ages_days: np.ndarray, half_life_days: float) -> np.ndarray:
-    """``weights × 0.5 ** (age / half_life)`` (ages in days, clipped at 0)."""
+    """``weights × 0.5 ** (age / half_life)`` (ages in days, clipped at 0).
+
+    Absolute decay: interactions a few years old underflow to 0 here; :func:`build_profile` uses
+    :func:`relative_decay` instead."""
     ages = np.clip(np.asarray(ages_days, np.float64), 0, None)
     return np.asarray(weights, np.float64) * np.power(0.5, ages / float(half_life_days))
+
+
+def relative_decay(ages_days: np.ndarray, half_life_days: float) -> np.ndarray:
+    """Decay factors ``0.5 ** ((age − min age) / half_life)`` in (0, 1], ``(n,) float64``: the decay is
+    measured from the member's latest interaction, not from now, so relative recency still orders a
+    member's history but an inactive member keeps a profile (the newest interaction weighs 1; nothing
+    underflows to an all-zero, NaN profile). Profiles are scale-free (centroids are L2-normalised,
+    shares sum to 1), so this equals decaying from now wherever that does not underflow. Ages in days,
+    clipped at 0; non-finite ages count as the oldest."""
+    ages = np.clip(np.asarray(ages_days, np.float64), 0, None)
+    if len(ages) == 0:
+        return ages
+    finite = np.isfinite(ages)
+    if not finite.any():
+        return np.ones(len(ages))
+    ages = np.where(finite, ages, ages[finite].max())
+    return np.power(0.5, (ages - ages.min()) / float(half_life_days))
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:
@@ -74,12 +95,17 @@ def build_profile(
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
     if len(vectors) == 0:
         return Profile(np.zeros((0, dim), np.float32), np.zeros(0, np.float32))
-    w = decayed_weights(weights, ages_days, half_life_days)
-    pos, neg = w > 0, w < 0
-    negative = _normalise((-w[neg, None] * vectors[neg]).sum(0)) if neg.any() else None
+    raw = np.nan_to_num(np.asarray(weights, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    ages = np.asarray(ages_days, np.float64)
+    pos, neg = raw > 0, raw < 0
+    # each side decays from its own latest interaction: its newest row weighs |kind weight|, never 0
+    negative = None
+    if neg.any():
+        nw = -raw[neg] * relative_decay(ages[neg], half_life_days)
+        negative = _normalise((nw[:, None] * vectors[neg]).sum(0))
     if not pos.any():
         return Profile(np.zeros((0, dim), np.float32), np.zeros(0, np.float32), negative)
-    pv, pw = vectors[pos], w[pos]
+    pv, pw = vectors[pos], raw[pos] * relative_decay(ages[pos], half_life_days)
     k = int(min(max_interests, max(1, len(pv) // MIN_PER_INTEREST)))
     labels = _spherical_kmeans(pv, pw, k) if k > 1 else np.zeros(len(pv), int)
     cents, shares = [], []

@@ -8,9 +8,10 @@ Features per candidate item (see :func:`feature_matrix`):
 ``neighbour``       share of the member's nearest neighbours (by interaction vectors) who engaged
                     with the item, in [0, 1]
 ``log_age``         log1p(item age in minutes)
-``log_rank``        log1p(how many of the member's candidates are newer than it)
+``log_rank``        log1p(how many of the member's candidates are newer than it — or, when more, how
+                    many the guild would have produced since at its recent rate: ``age × rate``)
 ``log_idle``        log1p(minutes since the item's last activity: creation or any interaction)
-``idle_rank``       log1p(how many of the member's candidates were active more recently)
+``idle_rank``       log1p(how many of the member's candidates were active more recently, or ``idle × rate``)
 ``unseen``          1 if the item was created after the member's last interaction (new to them), else 0
 ``popularity``      log1p(positive interactions by others, all time before now)
 ``trending``        log1p(positive interactions by others in the last 7 days)
@@ -48,11 +49,22 @@ def feature_matrix(
     popularity: np.ndarray,
     trending: np.ndarray,
     rating: np.ndarray | None = None,
+    rate: float = 0.0,
 ) -> np.ndarray:
     """Stack raw per-candidate signals (all ``(n,)``; ages and idle times in seconds, ``created`` UNIX s;
-    ``last_seen``: the member's latest interaction time, ``None`` when they have none) into ``(n, len(FEATURES)) float64``."""
+    ``last_seen``: the member's latest interaction time, ``None`` when they have none) into ``(n, len(FEATURES)) float64``.
+
+    ``rate`` (items per second, the guild's recent activity; 0 = off) makes the rank features relative
+    to the guild's pace: an item's rank is at least ``age × rate``, the items the guild would have
+    produced since. In an active guild that is about the rank itself; in a guild whose newest item is
+    years old, "the newest" is no longer fresh, so freshness stops deciding and personal signals do."""
     n = len(content)
     rating = np.zeros(n) if rating is None else np.asarray(rating, np.float64)
+    newer_count = np.asarray(newer_count, np.float64)
+    busier_count = np.asarray(busier_count, np.float64)
+    if rate > 0:
+        newer_count = np.maximum(newer_count, np.clip(np.asarray(age_s, np.float64), 0, None) * rate)
+        busier_count = np.maximum(busier_count, np.clip(np.asarray(idle_s, np.float64), 0, None) * rate)
     return np.column_stack(
         [
             np.asarray(content, np.float64),

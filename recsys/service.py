@@ -20,6 +20,7 @@ from recsys.index import KINDS, IndexSet
 from recsys.rank import DEFAULT_RANKER, Ranker
 from recsys.recommend import STATS_TTL_S, GuildStats, Pick, load_stats
 from recsys.recommend import recommend as _recommend
+from recsys.recommend import recommend_many as _recommend_many
 from recsys.store import Item, Store
 
 if TYPE_CHECKING:
@@ -269,12 +270,40 @@ class Recommender:
         k = self.settings.recsys.picks_per_member if k is None else int(k)
         if k <= 0:
             raise ValueError("k must be a positive number of picks")
-        stats = self._stats.get(guild_id)
-        if stats is None or time.monotonic() - stats.at > STATS_TTL_S or abs(stats.now - now) > 3600:
-            stats = self._stats[guild_id] = await load_stats(self.store, guild_id, now)
+        stats = await self._guild_stats(guild_id, now)
         return await _recommend(
             self.store, self.indexes, self.settings.recsys, self.rankers.get(guild_id, DEFAULT_RANKER), stats,
             guild_id, member_id, k=k, now=now, exclude_sent=exclude_sent,
+        )
+
+    async def _guild_stats(self, guild_id: int, now: float) -> GuildStats:
+        stats = self._stats.get(guild_id)
+        if stats is None or time.monotonic() - stats.at > STATS_TTL_S or abs(stats.now - now) > 3600:
+            stats = self._stats[guild_id] = await load_stats(self.store, guild_id, now)
+        return stats
+
+    async def recommend_many(
+        self,
+        guild_id: int,
+        member_ids: Sequence[int],
+        *,
+        k: int | None = None,
+        now: float | None = None,
+        exclude_sent: bool = False,
+        max_item_share: float | None = None,
+    ) -> dict[int, list[Pick]]:
+        """:meth:`recommend` for many members of one guild in one batched pass (the daily digest):
+        member id -> picks (members with none are left out). ``max_item_share`` caps the share of
+        members one item may go to (see :func:`recsys.recommend.recommend_many`); ``None`` = no cap,
+        the same picks as :meth:`recommend` per member. Raises ValueError for ``k`` ≤ 0."""
+        now = time.time() if now is None else float(now)
+        k = self.settings.recsys.picks_per_member if k is None else int(k)
+        if k <= 0:
+            raise ValueError("k must be a positive number of picks")
+        stats = await self._guild_stats(guild_id, now)
+        return await _recommend_many(
+            self.store, self.indexes, self.settings.recsys, self.rankers.get(guild_id, DEFAULT_RANKER), stats,
+            guild_id, list(member_ids), k=k, now=now, exclude_sent=exclude_sent, max_item_share=max_item_share,
         )
 
     async def forget_user(self, user_id: int) -> dict[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from recsys.service import Recommender
@@ -190,3 +191,85 @@ async def test_edit_and_remove_item_update_the_index(rec: Recommender, store):
 async def test_bad_k_is_refused(rec: Recommender):
     with pytest.raises(ValueError, match="positive"):
         await rec.recommend(GUILD, 1, k=0)
+
+
+async def test_member_inactive_for_years_still_gets_personal_picks(rec: Recommender):
+    hops = make_items(se_beer("hops", 12), start_id=70_000, age_days=6 * 365 + 10)
+    other = make_items(se_beer("history", 12, exclude=("hops",)) + se_beer("glassware", 12, exclude=("hops",)),
+                       start_id=71_000, age_days=6 * 365 + 10)
+    await rec.add_items(hops + other)
+    await engage(rec, 1, hops[:4], days_ago=6 * 365)  # last active six years ago: decays to 0 from now
+    await rec.flush()
+    picks = await rec.recommend(GUILD, 1, k=5, now=NOW)
+    hop_ids = {it.id for it in hops[4:]}
+    assert sum(p.item.id in hop_ids for p in picks) >= 3, [p.item.title for p in picks]
+    assert picks[0].reason.startswith("because you reacted to: ")
+
+
+async def test_batched_picks_match_recommend_and_respect_visibility(rec: Recommender, store):
+    rows = se_beer("brewing", 24)
+    seed = make_items(rows[:4], start_id=80_000)
+    public = make_items(rows[4:16], start_id=80_100)
+    private = make_items(rows[16:24], start_id=81_000, channel=PRIVATE)
+    await rec.add_items(seed + public + private)
+    for member in (1, 2, 4):
+        await engage(rec, member, seed[: 2 + member % 3])
+    await rec.flush()
+    members = [1, 2, 3, 4]  # 3 has no history (cold start)
+    many = await rec.recommend_many(GUILD, members, k=4, now=NOW)
+    assert set(many) == set(members)
+    for m in members:
+        one = await rec.recommend(GUILD, m, k=4, now=NOW)
+        assert [p.item.id for p in many[m]] == [p.item.id for p in one], m
+        assert [p.reason for p in many[m]] == [p.reason for p in one], m
+        np.testing.assert_allclose([p.score for p in many[m]], [p.score for p in one], rtol=1e-9)
+    private_ids = {it.id for it in private}
+    assert len(private_ids) == 8
+    for m in (1, 2, 3):
+        assert not {p.item.id for p in many[m]} & private_ids
+    mod = await rec.recommend_many(GUILD, [4], k=20, now=NOW)
+    assert {p.item.id for p in mod[4]} & private_ids
+
+
+async def test_batched_cap_limits_how_many_members_share_an_item(rec: Recommender, store):
+    rows = se_beer("brewing", 20)
+    seed = make_items(rows[:3], start_id=90_000)
+    rest = make_items(rows[3:20], start_id=90_100)
+    await rec.add_items(seed + rest)
+    members = list(range(100, 130))  # 30 members with the same taste
+    for m in members:
+        await store.upsert_member(GUILD, m, f"m{m}")
+        await engage(rec, m, seed)
+    await rec.flush()
+    free = await rec.recommend_many(GUILD, members, k=3, now=NOW)
+    top = max(sum(p.item.id == i for ps in free.values() for p in ps) for i in {it.id for it in rest})
+    assert top == len(members)  # without a cap everyone gets the same best item
+    capped = await rec.recommend_many(GUILD, members, k=3, now=NOW, max_item_share=0.1)  # cap: max(10, 3)
+    counts: dict[int, int] = {}
+    for ps in capped.values():
+        assert len(ps) == 3
+        for p in ps:
+            counts[p.item.id] = counts.get(p.item.id, 0) + 1
+    assert max(counts.values()) <= 10
+    assert len(counts) >= 9
+
+
+async def test_reason_quotes_a_substantive_interaction(rec: Recommender, store):
+    items = make_items(se_beer("hops", 10), start_id=95_000)
+    await rec.add_items(items)
+    # member 1 wrote a one-word message and a real question about hops
+    short = Item(id=95_100, guild_id=GUILD, kind="message", text="hops!!", created_at=NOW - DAY, channel_id=PUBLIC,
+                 author_id=1)
+    long_ = Item(id=95_101, guild_id=GUILD, kind="message",
+                 text="Which hop varieties give an IPA\nthat strong citrus and pine aroma?", created_at=NOW - 2 * DAY,
+                 channel_id=PUBLIC, author_id=1)
+    await rec.add_items([short, long_])
+    await rec.record([{"guild_id": GUILD, "member_id": 1, "kind": "authored", "item_id": it.id, "text": it.text,
+                       "created_at": it.created_at} for it in (short, long_)])
+    await rec.flush()
+    picks = await rec.recommend(GUILD, 1, k=3, now=NOW)
+    assert picks
+    for p in picks:
+        assert "hops!!" not in p.reason
+        assert "\n" not in p.reason and len(p.reason) <= len("because you wrote about: ") + 80
+    assert any("Which hop varieties give an IPA that strong citrus" in p.reason for p in picks)
