@@ -14,23 +14,14 @@ Custom ids (≤ 100 characters, Discord's limit):
 
 from __future__ import annotations
 
-import asyncio
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import ui
 
 from bot.errors import report_error
-
-if TYPE_CHECKING:
-    from recsys.service import Recommender
-    from recsys.store import Item, Store
-
-# Interaction kinds that make up a member's feedback on an item: a later one replaces an earlier one.
-FEEDBACK_KINDS = ("rated_up", "rated_down", "dismissed")
-# Change of an item's stored rating for each feedback kind (the popularity prior reads it).
-_RATING_DELTA = {"rated_up": 1.0, "rated_down": -1.0, "dismissed": 0.0}
+from campfire.feedback import FEEDBACK_KINDS, set_feedback  # noqa: F401  (re-exported for the cogs)
 
 
 def services_of(client: discord.Client) -> Any:
@@ -38,36 +29,18 @@ def services_of(client: discord.Client) -> Any:
     return client.services  # type: ignore[attr-defined]
 
 
-async def set_feedback(
-    store: Store, recommender: Recommender, item: Item, guild_id: int, member_id: int, kind: str, *, source_id: int | None = None
-) -> bool:
-    """Record ``kind`` (one of :data:`FEEDBACK_KINDS`) by a member on ``item``, replacing the member's
-    earlier feedback on it (a 👎 after a 👍 leaves only the 👎). Adjusts ``item.rating`` by the change.
-
-    Returns False when nothing was recorded (the member opted out of recording). The earlier rows
-    are deleted from the store (``Store.remove_interactions``; their stored vectors go by trigger)
-    and from the guild's FAISS interaction index (``Recommender.indexes``, in a worker thread).
-    """
-    if kind not in FEEDBACK_KINDS:
-        raise ValueError(f"unknown feedback kind {kind!r}")
-    if await store.is_opted_out(member_id):
-        return False
-    before = [i for i in await store.interactions(guild_id, member_id) if i.item_id == item.id and i.kind in FEEDBACK_KINDS]
-    if len(before) == 1 and before[0].kind == kind:
-        return True  # the same rating again: nothing changes
-    if before:
-        await store.remove_interactions(guild_id, member_id, item_id=item.id, kinds=FEEDBACK_KINDS)
-        index = recommender.indexes.get(guild_id, "interaction")
-        await asyncio.to_thread(index.remove, [i.id for i in before])
-    about = f"{item.title}\n{item.text}" if item.title else item.text
-    ids = await recommender.record(
-        [{"guild_id": guild_id, "member_id": member_id, "item_id": item.id, "kind": kind, "text": about[:1000],
-          "source_id": source_id}]
-    )
-    delta = _RATING_DELTA[kind] - sum(_RATING_DELTA[i.kind] for i in before)
-    if delta:
-        await store.add_rating(item.id, delta)
-    return bool(ids)
+async def hand_over(interaction: discord.Interaction, cog_name: str, method: str, *args: Any, where: str, off: str) -> None:
+    """Call ``cog_name``'s ``method(interaction, *args)`` for a button click. When the cog is not
+    loaded the member reads ``off`` (ephemeral); an exception is logged and the member told kindly,
+    with an error id (:func:`bot.errors.report_error`; ``where`` names the button in the log)."""
+    cog = interaction.client.get_cog(cog_name)  # type: ignore[attr-defined]
+    if cog is None:
+        await interaction.response.send_message(off, ephemeral=True)
+        return
+    try:
+        await getattr(cog, method)(interaction, *args)
+    except Exception as err:  # the member hears about it (with an error id); it is logged
+        await report_error(interaction, err, where=where)
 
 
 def detached(view: ui.View) -> ui.View:
@@ -101,14 +74,8 @@ class StoryButton(ui.DynamicItem[ui.Button], template=r"campfire:story:(?P<actio
         return cls(match["action"], int(match["item"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Story")  # type: ignore[attr-defined]
-        if cog is None:
-            await interaction.response.send_message("Stories are switched off right now.", ephemeral=True)
-            return
-        try:
-            await cog.on_button(interaction, self.action, self.item_id)
-        except Exception as err:  # the member hears about it (with an error id); it is logged
-            await report_error(interaction, err, where=self.custom_id)
+        await hand_over(interaction, "Story", "on_button", self.action, self.item_id,
+                        where=self.custom_id, off="Stories are switched off right now.")
 
 
 def story_view(item_id: int) -> ui.View:
@@ -148,14 +115,8 @@ class PickButton(ui.DynamicItem[ui.Button], template=r"campfire:rec:(?P<action>u
         return cls(match["action"], int(match["item"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Recommend")  # type: ignore[attr-defined]
-        if cog is None:
-            await interaction.response.send_message("Recommendations are switched off right now.", ephemeral=True)
-            return
-        try:
-            await cog.on_feedback(interaction, self)
-        except Exception as err:  # the member hears about it (with an error id); it is logged
-            await report_error(interaction, err, where=self.custom_id)
+        await hand_over(interaction, "Recommend", "on_feedback", self,
+                        where=self.custom_id, off="Recommendations are switched off right now.")
 
 
 def picks_view(item_ids: list[int]) -> ui.View | None:
@@ -190,17 +151,12 @@ class ForgetButton(ui.DynamicItem[ui.Button], template=r"campfire:forget:(?P<ans
         return cls(match["answer"], int(match["user"]), int(match["ts"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Privacy")  # type: ignore[attr-defined]
-        if cog is None:
-            await interaction.response.send_message("Privacy commands are unavailable right now.", ephemeral=True)
-            return
-        try:
-            await cog.on_forget_answer(interaction, self)
-        except Exception as err:  # the member hears about it (with an error id); it is logged
-            await report_error(interaction, err, where=self.custom_id)
+        await hand_over(interaction, "Privacy", "on_forget_answer", self,
+                        where=self.custom_id, off="Privacy commands are unavailable right now.")
 
 
 def forget_view(user_id: int, offered_at: int) -> ui.View:
+    """Yes / Cancel under ``/privacy forget`` for member ``user_id``, offered at ``offered_at`` (UNIX s)."""
     view = ui.View(timeout=None)
     view.add_item(ForgetButton("yes", user_id, offered_at))
     view.add_item(ForgetButton("no", user_id, offered_at))

@@ -35,6 +35,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``campfire`` parser: one subcommand per :data:`COMMANDS` entry, each with ``--config``,
+    ``--data-dir``, ``-v`` and the flags its handler module declares (``add_arguments``)."""
     parser = argparse.ArgumentParser(prog="campfire", description="Campfire: an AI companion for Discord communities.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (target, help_text) in COMMANDS.items():
@@ -65,6 +67,9 @@ def _resolve(target: str) -> Callable[[argparse.Namespace, Settings], Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``campfire`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code: the
+    handler's, 2 for a configuration error (one line on stderr), 130 after Ctrl-C. No command
+    prints the help and returns 0."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -9,6 +9,7 @@ from campfire.config import Settings
 
 
 def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """Flags of ``campfire model`` and ``campfire serve`` (called by :func:`campfire.cli.build_parser`)."""
     if command == "model":
         parser.add_argument("action", choices=["prepare"], help="prepare: convert the packaged GGUF into a transformers folder")
         parser.add_argument("--force", action="store_true", help="convert again even if the folder exists")
@@ -20,6 +21,10 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
 
 
 def model(args: argparse.Namespace, settings: Settings) -> int:
+    """``campfire model prepare``: convert the packaged GGUF into the transformers folder
+    ``settings.generator_model_path`` (``model.prepare.prepare_model``), name the embedder, and run a
+    short test generation unless ``--no-smoke``. Prints the seconds each step took; returns 0.
+    Raises what ``prepare_model`` raises (``model.prepare.ModelNotFound`` for a missing GGUF)."""
     from model.prepare import packaged_embedder, prepare_model, smoke_generate
 
     target = settings.generator_model_path
@@ -36,6 +41,8 @@ def model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """``campfire serve [--host H] [--port P]``: the OpenAI-compatible generator server in the
+    foreground (``model.server.run_server``); returns its exit code."""
     from model.server import run_server  # written with the generator issue
 
     return run_server(settings, host=args.host, port=args.port)

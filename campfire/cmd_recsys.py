@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 
 def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """Flags of ``campfire import``, ``import-items``, ``digest`` and ``eval`` (called by
+    :func:`campfire.cli.build_parser`)."""
     if command == "import":
         parser.add_argument("paths", nargs="+", metavar="PATH", help="DiscordChatExporter JSON files or folders")
         parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from campfire.config import Settings
@@ -59,10 +60,6 @@ HELP: dict[str, str] = {
     "help": "this list",
     "quit": "leave (also /exit or end of input)",
 }
-
-
-# Feedback kinds and how each moves an item's stored rating (as bot.views.set_feedback).
-_FEEDBACK_DELTA = {"rated_up": 1.0, "rated_down": -1.0, "dismissed": 0.0}
 
 
 class UsageError(ValueError):
@@ -439,9 +436,12 @@ class ConsoleSession:
         return item
 
     async def rate(self, rest: str) -> None:
-        """``/rate up|down``: rate the last story told in this session. As the bot's 👍/👎
-        (``bot.views.set_feedback``): a new rating replaces the member's earlier one on the story
-        and the story's stored rating moves by the difference."""
+        """``/rate up|down``: rate the last story told in this session, exactly as the bot's 👍/👎
+        (:func:`campfire.feedback.set_feedback`): a new rating replaces the member's earlier one on
+        the story, in the store and the FAISS interaction index, and the story's stored rating moves
+        by the difference."""
+        from campfire.feedback import set_feedback
+
         choice = rest.lower()
         if choice not in ("up", "down"):
             raise UsageError(f"usage: {USAGE['rate']}")
@@ -451,21 +451,10 @@ class ConsoleSession:
             return
         await self._ensure_member()
         kind = "rated_up" if choice == "up" else "rated_down"
-        store = self.services.store
-        before = [i for i in await store.interactions(self.guild_id, self.member_id)
-                  if i.item_id == story.id and i.kind in _FEEDBACK_DELTA]
-        if len(before) == 1 and before[0].kind == kind:
-            self.out.info(f"already rated {choice}: {story.title!r}")
+        services = self.services
+        if not await set_feedback(services.store, services.recommender, story, self.guild_id, self.member_id, kind):
+            self.out.info(f"not kept: {self.member_name} opted out of recording")
             return
-        await store.remove_interactions(self.guild_id, self.member_id, item_id=story.id, kinds=tuple(_FEEDBACK_DELTA))
-        about = f"{story.title}\n{story.text}" if story.title else story.text
-        await self.services.recommender.record([{
-            "guild_id": self.guild_id, "member_id": self.member_id, "item_id": story.id,
-            "kind": kind, "text": about[:1000],
-        }])
-        delta = _FEEDBACK_DELTA[kind] - sum(_FEEDBACK_DELTA[i.kind] for i in before)
-        if delta:
-            await store.add_rating(story.id, delta)
         self.out.info(f"rated {choice}: {story.title!r}")
 
     async def recommend(self, rest: str) -> None:
@@ -600,9 +589,8 @@ async def run_console(
     if as_member and not await session.handle(f"/as {as_member}"):
         return 0
     if script is not None:
-        with open(script, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        it = iter(lines)
+        text = await asyncio.to_thread(Path(script).read_text, encoding="utf-8")  # file I/O off the event loop
+        it = iter(text.splitlines())
 
         async def read_line() -> str | None:
             return next(it, None)
@@ -624,7 +612,8 @@ async def run_console(
 
 async def main(args: argparse.Namespace, settings: Settings) -> int:
     """``campfire console``: open the services (starting the embedded generator when
-    ``generator.url`` is empty), then run the session. Exit code 0, or 1 when set-up fails."""
+    ``generator.url`` is empty), then run the session. Exit code 0; 1 when set-up fails or a command hit an internal error; 2 for an
+    unreadable ``--script`` or an unknown ``--guild``."""
     from campfire.services import open_services
     from model.errors import GeneratorError
     from model.prepare import ModelNotFound

@@ -145,6 +145,8 @@ async def _generate(
 
 
 def resolve_language(request: StoryRequest, theme: str) -> Language:
+    """The story's language: ``request.language``, or for ``auto`` the script of ``theme``
+    (:func:`model.prompts.detect_language`: ``zh`` or ``en``)."""
     return detect_language(theme) if request.language == "auto" else request.language  # type: ignore[return-value]
 
 

@@ -72,6 +72,7 @@ class EmbeddedServer:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("DISCORD_TOKEN", None)  # the generator never talks to Discord: keep the bot's secret out of it
         for key, value in self.settings.generator.model_dump().items():
             env[f"CAMPFIRE_GENERATOR__{key.upper()}"] = str(value)
         env["CAMPFIRE_GENERATOR__URL"] = ""
@@ -104,22 +105,31 @@ class EmbeddedServer:
         deadline = time.monotonic() + self.settings.generator.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.returncode is not None:
-                raise GeneratorUnavailable(f"the generator exited at start (code {self._proc.returncode}): {self._tail()}", retry_after_s=5)
+                tail = await asyncio.to_thread(self._tail)
+                raise GeneratorUnavailable(f"the generator exited at start (code {self._proc.returncode}): {tail}", retry_after_s=5)
             if await self._health() == 200:
                 log.info("generator ready at %s (pid %d)", self.url, self._proc.pid)
                 return
             await asyncio.sleep(0.25)
         await self._kill()
+        tail = await asyncio.to_thread(self._tail)
         raise GeneratorUnavailable(
-            f"the generator did not answer /health within {self.settings.generator.startup_timeout_s:.0f} s: {self._tail()}",
+            f"the generator did not answer /health within {self.settings.generator.startup_timeout_s:.0f} s: {tail}",
             retry_after_s=5,
         )
 
-    def _tail(self, lines: int = 5) -> str:
+    def _tail(self, lines: int = 5, max_bytes: int = 8192) -> str:
+        """The last ``lines`` lines of the child's log (read from its last ``max_bytes`` bytes only:
+        the log grows across restarts), joined with `` | ``; ``(no log)`` when it cannot be read.
+        Blocking file I/O: call it through ``asyncio.to_thread``."""
         try:
-            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - max_bytes))
+                text = f.read().decode("utf-8", errors="replace")
         except OSError:
             return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:])
 
     async def _health(self) -> int | None:
         try:

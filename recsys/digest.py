@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 MIN_INTERACTIONS = 3  # --all-members: members with at least this many interactions
 MAX_ITEM_SHARE = 0.1  # one item goes to at most this share of a digest's members (never fewer than 10)
+# Large digests search FAISS shallower (cost grows with k): nearest items / interactions per interest
+# vector once more than SHALLOW_ABOVE members are due (below that, recommend's 200 / 100). On the real
+# ubuntu_irc guild (437 members) depth 50 cut distinct picks 368 -> 309 and catalogue picks 2.4% -> 0.5%.
+FAISS_DEPTH = 50
+SHALLOW_ABOVE = 2000
 
 
 @dataclass
@@ -126,9 +131,10 @@ async def daily_picks(
             members.setdefault(m["user_id"], m)
     already = await store.recommendations_on(guild_id, date)
 
+    todo = sorted(m for m in members if m not in already)
     fresh = await recommender.recommend_many(
-        guild_id, sorted(m for m in members if m not in already), k=k, now=now, exclude_sent=True,
-        max_item_share=MAX_ITEM_SHARE,
+        guild_id, todo, k=k, now=now, exclude_sent=True, max_item_share=MAX_ITEM_SHARE,
+        depth=FAISS_DEPTH if len(todo) > SHALLOW_ABOVE else None,
     )
     out: list[MemberPicks] = []
     for member_id, m in sorted(members.items()):

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -31,6 +32,8 @@ from recsys.store import Interaction, Item, Store
 if TYPE_CHECKING:
     from campfire.config import RecsysSettings
     from recsys.index import IndexSet
+
+log = logging.getLogger(__name__)
 
 CANDIDATES_PER_INTEREST = 200
 NEIGHBOUR_HITS = 100
@@ -171,21 +174,41 @@ def _features(
     last_seen: float | None, now: float,
 ) -> np.ndarray:
     """Step 4's feature matrix ``(n, len(FEATURES))`` for the filtered candidates ``keep`` (vectors ``cvecs``)."""
-    created = np.array([it.created_at for it in keep])
-    active = np.array([max(it.created_at, min(stats.last_active.get(it.id, 0.0), now)) for it in keep])
-    return feature_matrix(
+    created = np.array([it.created_at for it in keep], np.float64)
+    return _feature_arrays(
         content=profile.similarity(cvecs),
-        neighbour=np.array([neigh.get(it.id, 0.0) for it in keep]),
+        neighbour=np.array([neigh.get(it.id, 0.0) for it in keep], np.float64),
+        created=created,
+        active=_active(created, np.array([stats.last_active.get(it.id, 0.0) for it in keep], np.float64), now),
+        popularity=np.array([stats.popularity.get(it.id, 0) for it in keep], np.float64),
+        trending=np.array([stats.trending.get(it.id, 0) for it in keep], np.float64),
+        rating=np.array([it.rating for it in keep], np.float64),
+        last_seen=last_seen, now=now, rate=stats.rate,
+    )
+
+
+def _active(created: np.ndarray, last_active: np.ndarray, now: float) -> np.ndarray:
+    """An item's last activity: its creation or its latest interaction up to ``now``."""
+    return np.maximum(created, np.minimum(last_active, now))
+
+
+def _feature_arrays(
+    *, content: np.ndarray, neighbour: np.ndarray, created: np.ndarray, active: np.ndarray, popularity: np.ndarray,
+    trending: np.ndarray, rating: np.ndarray, last_seen: float | None, now: float, rate: float,
+) -> np.ndarray:
+    return feature_matrix(
+        content=content,
+        neighbour=neighbour,
         age_s=now - created,
         newer_count=count_greater(created, created),
         idle_s=now - active,
         busier_count=count_greater(active, active),
         created=created,
         last_seen=last_seen,
-        popularity=np.array([stats.popularity.get(it.id, 0) for it in keep]),
-        trending=np.array([stats.trending.get(it.id, 0) for it in keep]),
-        rating=np.array([it.rating for it in keep]),
-        rate=stats.rate,
+        popularity=popularity,
+        trending=trending,
+        rating=rating,
+        rate=rate,
     )
 
 
@@ -274,7 +297,7 @@ async def recommend(
         for m, item_id, _w in await store.engaged_items(guild_id, others, before=now):
             engaged.setdefault(m, set()).add(item_id)
         neigh = neighbour_scores(hm, hs, engaged, member_id)
-        cand.update(sorted(neigh, key=neigh.get, reverse=True)[:CANDIDATES_PER_INTEREST])
+        cand.update(sorted(neigh, key=lambda i: (-neigh[i], i))[:CANDIDATES_PER_INTEREST])
     cand.update(await _guild_candidates(store, stats, guild_id, now))
     cand -= seen
 
@@ -345,43 +368,79 @@ async def recommend_many(
     exclude_sent: bool = False,
     max_interests: int = DEFAULT_MAX_INTERESTS,
     max_item_share: float | None = None,
+    per_interest: int = CANDIDATES_PER_INTEREST,
+    neighbour_hits: int = NEIGHBOUR_HITS,
 ) -> dict[int, list[Pick]]:
     """:func:`recommend` for many members of one guild at once (the daily digest): member id ->
-    top ``k`` picks, same ranking semantics, with guild-wide work done once — interactions,
-    permission snapshots, opt-outs and item vectors loaded once; single-centroid profiles built
-    vectorised (multi-interest members through :func:`build_profile`); one FAISS batch search of the
-    item index and one of the interaction index for all interest vectors; MMR per member over its
-    ``MMR_POOL`` best candidates.
+    top ``k`` picks (members with none left out), same ranking semantics, with guild-wide work done
+    once — interactions, sent items, permission snapshots, opt-outs and the item table (columns)
+    loaded once; single-centroid profiles built vectorised (multi-interest members through
+    :func:`build_profile`); one FAISS batch search of the item index and one of the interaction index
+    for all interest vectors; candidates, filters, neighbourhood scores and features as numpy arrays
+    over the item table; MMR per member over its ``MMR_POOL`` best candidates.
 
     ``max_item_share`` (e.g. 0.1): no item goes to more than ``max(MIN_ITEM_CAP, share × members)``
-    members; members are served in order of id and a member whose best items are full gets their
-    next best (so one item cannot dominate a whole guild's digest). ``None``: no cap (as
-    :func:`recommend`)."""
+    members; members are served in order of ``member_ids`` and one whose best items are full gets
+    their next best, so one item cannot dominate a whole guild's digest. ``None``: no cap (then each
+    member's picks equal :func:`recommend`'s). ``per_interest`` / ``neighbour_hits``: FAISS depth per
+    interest vector in the item / interaction index (a digest may search shallower to save time:
+    FAISS cost grows with k; the defaults are :func:`recommend`'s)."""
     item_index = indexes.get(guild_id, "item")
     inter_index = indexes.get(guild_id, "interaction")
     window_start = now - settings.repeat_window_days * 86400.0
     dim = indexes.dim
     wanted = set(member_ids)
+    phases: list[tuple[str, float]] = [("start", time.perf_counter())]
 
     # guild-wide loads
     all_inter = await store.interactions(guild_id)
     owner_of = {i.id: i.member_id for i in all_inter}  # every interaction in the index, as interaction_members
     all_inter = [i for i in all_inter if i.created_at <= now]
-    engaged: dict[int, set[int]] = {}
     history: dict[int, list[Interaction]] = {}
     for i in all_inter:
         if i.member_id in wanted:
             history.setdefault(i.member_id, []).append(i)
-        if i.item_id is not None and i.weight > 0 and i.kind not in _NOT_PROFILE and i.created_at < now:
-            engaged.setdefault(i.member_id, set()).add(i.item_id)
+    phases.append(("loads", time.perf_counter()))
+    table = await store.item_columns(guild_id)
+    ids = table["id"]
     members = {m["user_id"]: m for m in await store.members(guild_id)}
     channels = await store.channels(guild_id)
     guild = await store.get_guild(guild_id) or {}
     nsfw_ok = bool(guild.get("nsfw_allowed"))
     nsfw_channels = {c["id"] for c in channels if c["nsfw"]}
     opted = await store.opted_out_ids(guild_id)
-    shared_cands = await _guild_candidates(store, stats, guild_id, now)
+    sent_by = await store.recommended_by_member(guild_id, None if exclude_sent else window_start)
 
+    def pos_of(item_ids: np.ndarray) -> np.ndarray:
+        """Rows of the item table for ``item_ids`` (those not in it dropped)."""
+        item_ids = np.asarray(item_ids, np.int64)
+        p = np.searchsorted(ids, item_ids)
+        p = np.minimum(p, max(len(ids) - 1, 0))
+        return p[(len(ids) > 0) & (ids[p] == item_ids)] if len(ids) else np.zeros(0, np.int64)
+
+    phases.append(("sent+members", time.perf_counter()))
+    # item-table columns every member shares
+    created = table["created_at"]
+    last_active = np.array([stats.last_active.get(int(i), 0.0) for i in ids.tolist()], np.float64)
+    active = _active(created, last_active, now)
+    popularity = np.array([stats.popularity.get(int(i), 0) for i in ids.tolist()], np.float64)
+    trending = np.array([stats.trending.get(int(i), 0) for i in ids.tolist()], np.float64)
+    chan = table["channel_id"]
+    ok_all = (created <= now) & ~np.isin(table["author_id"], np.array(sorted(opted), np.int64))
+    if not nsfw_ok:
+        ok_all &= ~table["nsfw"] & ~np.isin(chan, np.array(sorted(nsfw_channels), np.int64))
+    shared_pos = pos_of(np.array(sorted(await _guild_candidates(store, stats, guild_id, now)), np.int64))
+    # positive engagements as a CSR matrix member code -> item rows (the neighbourhood signal)
+    code = {m: c for c, m in enumerate(sorted(set(owner_of.values())))}  # every member behind an interaction
+    in_table = set(ids.tolist())
+    pairs = sorted({(code[i.member_id], i.item_id) for i in all_inter
+                    if i.item_id is not None and i.weight > 0 and i.kind not in _NOT_PROFILE and i.created_at < now
+                    and i.item_id in in_table})
+    e_member = np.array([p[0] for p in pairs], np.int64)
+    e_pos = np.searchsorted(ids, np.array([p[1] for p in pairs], np.int64)) if pairs else np.zeros(0, np.int64)
+    indptr = np.searchsorted(e_member, np.arange(len(code) + 1)) if pairs else np.zeros(len(code) + 1, np.int64)
+
+    phases.append(("columns", time.perf_counter()))
     # profiles: vectors of every item and interaction the members' profiles use, fetched once
     prof_rows = {m: _profile_rows(history.get(m, [])) for m in member_ids}
     need_items = {i.item_id for rows in prof_rows.values() for i in rows if i.item_id is not None}
@@ -411,88 +470,133 @@ async def recommend_many(
             single.append(m)
     profiles.update(_single_profiles(single, used_by, now, settings.half_life_days, dim))
 
+    phases.append(("profiles", time.perf_counter()))
     # one FAISS batch search per index for every interest vector of every member
-    warm = [m for m in member_ids if not profiles[m].cold]
     rows_of: dict[int, slice] = {}
     q: list[np.ndarray] = []
     at = 0
-    for m in warm:
+    for m in member_ids:
         n = len(profiles[m].interests)
-        rows_of[m] = slice(at, at + n)
-        q.append(profiles[m].interests)
-        at += n
+        if n:
+            rows_of[m] = slice(at, at + n)
+            q.append(profiles[m].interests)
+            at += n
     if q:
         qm = np.vstack(q)
-        _, item_hits = await asyncio.to_thread(item_index.search, qm, CANDIDATES_PER_INTEREST)
-        inter_sims, inter_hits = await asyncio.to_thread(inter_index.search, qm, NEIGHBOUR_HITS)
+        _, item_hits = await asyncio.to_thread(item_index.search, qm, per_interest)
+        inter_sims, inter_hits = await asyncio.to_thread(inter_index.search, qm, neighbour_hits)
+        hit_owner = np.array([code.get(owner_of.get(int(h), -1), -1) for h in inter_hits.ravel().tolist()],
+                             np.int64).reshape(inter_hits.shape)
 
-    # per member: candidates and neighbourhood
-    cands: dict[int, set[int]] = {}
-    neighs: dict[int, dict[int, float]] = {}
+    phases.append(("faiss", time.perf_counter()))
+    # per member: candidates and neighbourhood scores (rows of the item table)
+    cands: dict[int, np.ndarray] = {}
+    neighs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for m in member_ids:
-        cand = set(shared_cands)
-        neigh: dict[int, float] = {}
+        parts = [shared_pos]
+        npos, nval = np.zeros(0, np.int64), np.zeros(0, np.float64)
         if m in rows_of:
             r = rows_of[m]
-            ids = item_hits[r].ravel()
-            cand.update(ids[ids >= 0].tolist())
-            hit, sims = inter_hits[r].ravel(), inter_sims[r].ravel()
-            ok = hit >= 0
-            hm = np.array([owner_of.get(int(h), -1) for h in hit[ok].tolist()], np.int64)
-            neigh = neighbour_scores(hm, sims[ok].astype(np.float64), engaged, m)
-            cand.update(sorted(neigh, key=neigh.get, reverse=True)[:CANDIDATES_PER_INTEREST])
-        cands[m] = cand
-        neighs[m] = neigh
-    all_ids = set().union(*cands.values()) if cands else set()
-    items = await store.get_items(all_ids)
-    cvec_map = await asyncio.to_thread(item_index.vectors, list(items))
-    engaged_items = await store.get_items(need_items)
-    if exclude_sent:
-        sent = {m: await store.recommended_item_ids(guild_id, m) for m in member_ids}
-    else:
-        sent = {m: await store.recommended_since(guild_id, m, window_start) for m in member_ids}
+            parts.append(pos_of(item_hits[r].ravel()))
+            npos, nval = _neighbour_rows(hit_owner[r].ravel(), inter_sims[r].ravel(), code.get(m, -2), indptr, e_pos)
+            top = np.lexsort((ids[npos], -nval))[:per_interest]
+            parts.append(npos[top])
+        cands[m] = np.unique(np.concatenate(parts))
+        neighs[m] = (npos, nval)
+    phases.append(("candidates", time.perf_counter()))
+    union = np.unique(np.concatenate(list(cands.values()))) if cands else np.zeros(0, np.int64)
+    vec_map = await asyncio.to_thread(item_index.vectors, ids[union].tolist())
+    cvec_all = np.zeros((len(ids), dim), np.float32)
+    for p in union.tolist():
+        v = vec_map.get(int(ids[p]))
+        if v is not None:
+            cvec_all[p] = v
 
+    phases.append(("vectors", time.perf_counter()))
     # rank, cap, MMR, reasons
     cap = None
     if max_item_share is not None:
         cap = max(MIN_ITEM_CAP, int(np.ceil(max_item_share * len(member_ids))))
-    given: dict[int, int] = {}
-    visible_cache: dict[tuple, set[int]] = {}
-    zero = np.zeros(dim, np.float32)
-    out: dict[int, list[Pick]] = {}
+    given = np.zeros(len(ids), np.int64)
+    chan_codes, chan_of = np.unique(chan, return_inverse=True)
+    visible_cache: dict[tuple, np.ndarray] = {}
+    picked: dict[int, list[tuple[int, float, int]]] = {}
     for m in member_ids:
         hist = history.get(m, [])
-        seen = _seen(hist, window_start) | sent[m]
         member = members.get(m)
-        key = (tuple(member["role_ids"]) if member else (), m) if _names_member(channels, m) else (
-            tuple(member["role_ids"]) if member else (),)
-        visible = visible_cache.get(key)
-        if visible is None:
-            visible = visible_cache[key] = visible_from_snapshot(guild_id, member, m, channels)
-        keep = sorted(
-            (items[i] for i in cands[m] - seen if i in items
-             and _eligible(items[i], guild_id, m, visible, opted, nsfw_ok, nsfw_channels, now)),
-            key=lambda it: it.id,
-        )
-        if not keep:
+        roles = tuple(member["role_ids"]) if member else ()
+        key = (roles, m) if _names_member(channels, m) else (roles,)
+        vis = visible_cache.get(key)
+        if vis is None:
+            visible = visible_from_snapshot(guild_id, member, m, channels)
+            vis = visible_cache[key] = (chan_codes == -1) | np.isin(chan_codes, np.array(sorted(visible), np.int64))
+        pos = cands[m]
+        seen = _seen(hist, window_start) | sent_by.get(m, set())
+        if seen:
+            pos = pos[~np.isin(ids[pos], np.array(sorted(seen), np.int64))]
+        pos = pos[ok_all[pos] & vis[chan_of[pos]] & (table["author_id"][pos] != m)]
+        if not len(pos):
             continue
-        cvecs = np.vstack([cvec_map.get(it.id, zero) for it in keep])
-        logits = ranker.score(_features(keep, cvecs, profiles[m], neighs[m], stats, _last_seen(hist), now))
-        blocked = None
-        if cap is not None:
-            blocked = np.array([given.get(it.id, 0) >= cap for it in keep])
+        cvecs = cvec_all[pos]
+        neighbour = np.zeros(len(pos))
+        npos, nval = neighs[m]
+        if len(npos):
+            at_ = np.searchsorted(pos, npos)
+            hit = (at_ < len(pos)) & (pos[np.minimum(at_, len(pos) - 1)] == npos)
+            neighbour[at_[hit]] = nval[hit]
+        x = _feature_arrays(
+            content=profiles[m].similarity(cvecs), neighbour=neighbour, created=created[pos], active=active[pos],
+            popularity=popularity[pos], trending=trending[pos], rating=table["rating"][pos],
+            last_seen=_last_seen(hist), now=now, rate=stats.rate,
+        )
+        logits = ranker.score(x)
+        blocked = given[pos] >= cap if cap is not None else None
         order = _choose(logits, cvecs, k, settings.mmr_lambda, blocked)
+        picked[m] = [(int(pos[j]), float(logits[j])) for j in order]
+        for j in order:
+            given[pos[j]] += 1
+
+    phases.append(("rank", time.perf_counter()))
+    items = await store.get_items({int(ids[p]) for rows in picked.values() for p, _ in rows})
+    engaged_items = await store.get_items(need_items)
+    out: dict[int, list[Pick]] = {}
+    for m, rows in picked.items():
         used, hv = used_by[m]
         picks = [
-            Pick(item=keep[j], score=float(1 / (1 + np.exp(-logits[j]))),
-                 reason=pick_reason(used, hv, cvecs[j], engaged_items, stats.popularity.get(keep[j].id, 0) > 0))
-            for j in order
+            Pick(item=items[int(ids[p])], score=float(1 / (1 + np.exp(-lg))),
+                 reason=pick_reason(used, hv, cvec_all[p], engaged_items, popularity[p] > 0))
+            for p, lg in rows if int(ids[p]) in items
         ]
-        for p in picks:
-            given[p.item.id] = given.get(p.item.id, 0) + 1
         if picks:
             out[m] = picks
+    phases.append(("reasons", time.perf_counter()))
+    log.debug("recommend_many: %d members, %s", len(member_ids),
+              ", ".join(f"{b[0]} {b[1] - a[1]:.2f}s" for a, b in zip(phases, phases[1:])))
     return out
+
+
+def _neighbour_rows(
+    hit_code: np.ndarray, hit_sims: np.ndarray, self_code: int, indptr: np.ndarray, e_pos: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`recsys.rank.neighbour_scores` on arrays: ``hit_code``/``hit_sims`` the member codes and
+    similarities of the nearest interactions; ``indptr``/``e_pos`` a CSR of each member's positively
+    engaged item rows. Returns ``(rows, scores)``, each neighbour weighing its best similarity and
+    counting an item once."""
+    ok = (hit_code >= 0) & (hit_code != self_code) & (hit_sims > 0)
+    if not ok.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    hc, hs = hit_code[ok], hit_sims[ok].astype(np.float64)
+    nb, inv = np.unique(hc, return_inverse=True)
+    best = np.zeros(len(nb))
+    np.maximum.at(best, inv, hs)
+    total = best.sum()
+    starts, lens = indptr[nb], indptr[nb + 1] - indptr[nb]
+    n = int(lens.sum())
+    if n == 0 or total <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    offs = np.repeat(starts - np.r_[0, np.cumsum(lens)[:-1]], lens) + np.arange(n)
+    rows, where = np.unique(e_pos[offs], return_inverse=True)
+    return rows, np.bincount(where, weights=np.repeat(best / total, lens), minlength=len(rows))
 
 
 def _names_member(channels: list[dict], member_id: int) -> bool:

@@ -291,11 +291,13 @@ class Recommender:
         now: float | None = None,
         exclude_sent: bool = False,
         max_item_share: float | None = None,
+        depth: int | None = None,
     ) -> dict[int, list[Pick]]:
         """:meth:`recommend` for many members of one guild in one batched pass (the daily digest):
         member id -> picks (members with none are left out). ``max_item_share`` caps the share of
         members one item may go to (see :func:`recsys.recommend.recommend_many`); ``None`` = no cap,
-        the same picks as :meth:`recommend` per member. Raises ValueError for ``k`` ≤ 0."""
+        the same picks as :meth:`recommend` per member. ``depth``: FAISS neighbours per interest vector
+        in both indexes (default: :meth:`recommend`'s, 200 items / 100 interactions). Raises ValueError for ``k`` ≤ 0."""
         now = time.time() if now is None else float(now)
         k = self.settings.recsys.picks_per_member if k is None else int(k)
         if k <= 0:
@@ -304,6 +306,7 @@ class Recommender:
         return await _recommend_many(
             self.store, self.indexes, self.settings.recsys, self.rankers.get(guild_id, DEFAULT_RANKER), stats,
             guild_id, list(member_ids), k=k, now=now, exclude_sent=exclude_sent, max_item_share=max_item_share,
+            **({"per_interest": depth, "neighbour_hits": depth} if depth else {}),
         )
 
     async def forget_user(self, user_id: int) -> dict[str, int]:

@@ -883,6 +883,34 @@ class Store:
         )
         return {r["item_id"] for r in rows}
 
+    async def recommended_by_member(self, guild_id: int, since: float | None = None) -> dict[int, set[int]]:
+        """Member id -> items sent to them in the guild's digests (at or after ``since``, UNIX s, when
+        given): :meth:`recommended_item_ids` / :meth:`recommended_since` for every member in one query."""
+        rows = await self._fetchall(
+            "SELECT member_id, item_id FROM recommendations_sent WHERE guild_id = ? AND created_at >= ?",
+            (guild_id, since if since is not None else -1e18),
+        )
+        out: dict[int, set[int]] = {}
+        for r in rows:
+            out.setdefault(r[0], set()).add(r[1])
+        return out
+
+    async def item_columns(self, guild_id: int) -> dict[str, np.ndarray]:
+        """The guild's items as columns for batched ranking, sorted by id: ``id`` int64,
+        ``created_at`` float64 (UNIX s), ``channel_id`` / ``author_id`` int64 (-1 = none), ``nsfw``
+        bool, ``rating`` float64."""
+        rows = await self._fetchall(
+            "SELECT id, created_at, COALESCE(channel_id, -1), COALESCE(author_id, -1), nsfw, rating "
+            "FROM items WHERE guild_id = ? ORDER BY id",
+            (guild_id,),
+        )
+        cols = list(zip(*rows)) if rows else [()] * 6
+        return {
+            "id": np.array(cols[0], np.int64), "created_at": np.array(cols[1], np.float64),
+            "channel_id": np.array(cols[2], np.int64), "author_id": np.array(cols[3], np.int64),
+            "nsfw": np.array(cols[4], bool), "rating": np.array(cols[5], np.float64),
+        }
+
     async def recommendations_on(self, guild_id: int, date: str) -> dict[int, list[tuple[int, float, str]]]:
         """Member id -> ``(item_id, score, reason)`` sent in the guild's digest of ``date`` (YYYY-MM-DD),
         best score first (a digest re-run on the same date returns what was already sent)."""

@@ -38,6 +38,7 @@ THREAD_ARCHIVE_MINUTES = 1440
 
 
 def utc_now() -> datetime:
+    """The current time as an aware UTC ``datetime`` (the cog's default clock)."""
     return datetime.now(timezone.utc)
 
 
@@ -133,35 +134,45 @@ class DailyCog(commands.Cog, name="Daily"):
             picks = [mp for mp in picks if guild.get_member(mp.member_id) is not None]
         settings = await services.store.get_guild(guild.id) or {}
         channel = guild.get_channel(settings.get("digest_channel_id") or 0)
-        where, messages = "none", []
-        if picks:
-            me = guild.me
-            if isinstance(channel, discord.TextChannel) and me is not None and channel.permissions_for(me).send_messages:
-                where, messages = await self._post_in_channel(channel, picks, date)
-            else:
-                if settings.get("digest_channel_id"):
-                    log.warning("guild %s: digest channel %s is missing or not writable; sending DMs",
-                                guild.id, settings.get("digest_channel_id"))
-                where, messages = "dm", await self._post_dms(guild, picks, date)
+        where, messages = "none", []  # ``messages`` fills as they are sent
+        try:
+            if picks:
+                me = guild.me
+                if isinstance(channel, discord.TextChannel) and me is not None and channel.permissions_for(me).send_messages:
+                    where = await self._post_in_channel(channel, picks, date, messages)
+                else:
+                    if settings.get("digest_channel_id"):
+                        log.warning("guild %s: digest channel %s is missing or not writable; sending DMs",
+                                    guild.id, settings.get("digest_channel_id"))
+                    where = "dm"
+                    await self._post_dms(guild, picks, date, messages)
+        except Exception:
+            if messages:  # part of today's post is out: never post it a second time today
+                await mark_posted(services.store, guild.id, date)
+                log.warning("daily post for guild %s on %s stopped after %d message(s); not retried today",
+                            guild.id, date, len(messages))
+            raise
         await mark_posted(services.store, guild.id, date)
         log.info("daily post for guild %s on %s: %d members, %s", guild.id, date, len(picks), where)
         return DigestPost(guild.id, date, len(picks), where, messages)
 
     async def _post_in_channel(
-        self, channel: discord.TextChannel, picks: list[MemberPicks], date: str
-    ) -> tuple[str, list[discord.Message]]:
+        self, channel: discord.TextChannel, picks: list[MemberPicks], date: str, sent: list[discord.Message]
+    ) -> str:
+        """Post in the digest channel (one message, or a header and a thread); appends to ``sent``
+        as it goes and returns where the picks went (``channel`` | ``thread``)."""
         member_ids = [mp.member_id for mp in picks]
         header = f"🔥 **Today's picks** ({date})"
         sections = [member_section(mp) for mp in picks]
         whole = header + "\n\n" + "\n\n".join(sections)
         if len(whole) <= DISCORD_LIMIT:
-            msg = await channel.send(whole, allowed_mentions=mentions_in(whole, member_ids), suppress_embeds=True)
-            return "channel", [msg]
+            sent.append(await channel.send(whole, allowed_mentions=mentions_in(whole, member_ids), suppress_embeds=True))
+            return "channel"
         # too long for one message: a short message, and the picks in a thread under it
         first = await channel.send(
             f"{header}: picks for {len(picks)} members in the thread below 👇", allowed_mentions=discord.AllowedMentions.none()
         )
-        sent = [first]
+        sent.append(first)
         target: discord.abc.Messageable = channel
         try:
             target = await first.create_thread(name=f"Today's picks {date}", auto_archive_duration=THREAD_ARCHIVE_MINUTES)
@@ -171,10 +182,12 @@ class DailyCog(commands.Cog, name="Daily"):
             where = "channel"
         for content in pack(sections):
             sent.append(await target.send(content, allowed_mentions=mentions_in(content, member_ids), suppress_embeds=True))
-        return where, sent
+        return where
 
-    async def _post_dms(self, guild: discord.Guild, picks: list[MemberPicks], date: str) -> list[discord.Message]:
-        sent: list[discord.Message] = []
+    async def _post_dms(
+        self, guild: discord.Guild, picks: list[MemberPicks], date: str, sent: list[discord.Message]
+    ) -> None:
+        """DM each member their picks (appending to ``sent``); a member with closed DMs is skipped."""
         for mp in picks:
             lines = [f"🔥 Your picks from **{discord.utils.escape_markdown(guild.name)}** ({date}):"]
             lines += [f"{n}. {pick_line(p)}" for n, p in enumerate(mp.picks, 1)]
@@ -186,7 +199,6 @@ class DailyCog(commands.Cog, name="Daily"):
                                                 suppress_embeds=True))
             except discord.HTTPException as err:  # DMs closed or user gone: the others still get theirs
                 log.info("guild %s: no DM to member %s (%s)", guild.id, mp.member_id, err)
-        return sent
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -63,6 +63,7 @@ def visibility_snapshot(channel: discord.abc.GuildChannel) -> dict[str, Any]:
 
 
 def channel_kind(channel: Any) -> str:
+    """The store's ``kind`` for a discord.py channel: ``thread``, ``forum``, ``voice``, ``category`` or ``text``."""
     if isinstance(channel, discord.Thread):
         return "thread"
     if isinstance(channel, discord.ForumChannel):

@@ -36,6 +36,8 @@ CONTROL = (
 
 
 def help_embed() -> discord.Embed:
+    """The ``/help`` embed: commands, what Campfire stores, how to opt out, export or delete
+    (three fields, each ≤ 1,024 characters)."""
     embed = discord.Embed(
         title="Campfire 🔥", colour=HELP_COLOUR,
         description="An AI companion for this community: chat, stories, and daily picks of what you may have missed.",

@@ -11,6 +11,7 @@ All replies are ephemeral; the commands also work in direct messages with the bo
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
@@ -38,6 +39,16 @@ register({
     "Delete everything Campfire stored about you": "删除篝火保存的关于你的一切",
     "Download everything Campfire stored about you (JSON)": "下载篝火保存的关于你的一切（JSON）",
 })
+
+
+def export_bytes(data: dict[str, Any], limit: int) -> tuple[bytes, bool]:
+    """``data`` as indented UTF-8 JSON, gzip-compressed when longer than ``limit`` bytes (JSON
+    compresses about 10×). Returns ``(bytes, gzipped)``; the bytes may still exceed ``limit``.
+    Blocking (CPU): call it in a worker thread."""
+    raw = json.dumps(data, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+    if len(raw) > limit:
+        return gzip.compress(raw), True
+    return raw, False
 
 
 class PrivacyCog(commands.Cog, name="Privacy"):
@@ -111,11 +122,10 @@ class PrivacyCog(commands.Cog, name="Privacy"):
     async def export(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await self.services.recommender.export_user(interaction.user.id)
-        raw = json.dumps(data, ensure_ascii=False, indent=2, default=str).encode("utf-8")
         limit = getattr(interaction, "filesize_limit", None) or DEFAULT_FILE_LIMIT
-        name = f"campfire-export-{interaction.user.id}.json"
-        if len(raw) > limit:  # large histories: gzip (JSON compresses ~10×)
-            raw, name = gzip.compress(raw), name + ".gz"
+        # a long history is megabytes of JSON: encode (and compress) it in a worker thread
+        raw, gzipped = await asyncio.to_thread(export_bytes, data, limit)
+        name = f"campfire-export-{interaction.user.id}.json" + (".gz" if gzipped else "")
         if len(raw) > limit:
             await interaction.followup.send(
                 "Your data is larger than the attachment limit here. Please ask the server's admins for help — "

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 FIELD_NAME_MAX = 256
 FIELD_VALUE_MAX = 1024
 FIELDS_MAX = 25
+EMBED_TOTAL_MAX = 6000
 PICKS_COLOUR = discord.Colour.blurple()
 
 register({
@@ -66,16 +67,27 @@ def pick_line(pick: Pick, *, width: int = 300) -> str:
 
 
 def picks_embed(picks: list[Pick], member: discord.abc.User) -> discord.Embed:
-    """The picks as one embed within Discord's limits: one field per pick (≤ 25), name ≤ 256 and
-    value ≤ 1024 characters, the link kept whole when the reason is cut."""
+    """The picks as one embed within Discord's limits
+    (https://discord.com/developers/docs/resources/message#embed-object-embed-limits): one field per
+    pick (≤ 25), name ≤ 256 and value ≤ 1024 characters, and all text together ≤ 6,000 characters
+    (each field gets an equal share of what the title, author and footer leave); the link is kept
+    whole when the reason is cut."""
     embed = discord.Embed(title="Picked for you", colour=PICKS_COLOUR)
     embed.set_author(name=_clip(member.display_name, 256), icon_url=member.display_avatar.url)
-    for n, pick in enumerate(picks[:FIELDS_MAX], 1):
+    embed.set_footer(text="Buttons below: 👍 more like this · 👎 less like this · 🚫 not interested (rows follow the picks)")
+    shown = picks[:FIELDS_MAX]
+    left = EMBED_TOTAL_MAX - len(embed)  # len(Embed) counts title, author, footer (and fields)
+    share = left // max(1, len(shown))
+    for n, pick in enumerate(shown, 1):
         link = item_link(pick.item)
         tail = f"\n[Open]({link})" if link else ""
-        reason = _clip(pick.reason or "Recommended for you", FIELD_VALUE_MAX - len(tail))
-        embed.add_field(name=_clip(f"{n}. {item_title(pick.item, 200)}", FIELD_NAME_MAX), value=reason + tail, inline=False)
-    embed.set_footer(text="Buttons below: 👍 more like this · 👎 less like this · 🚫 not interested (rows follow the picks)")
+        if len(tail) > share // 2:  # an enormous url: the title and reason matter more than the link
+            tail = ""
+        # the title gets at most half of what the link leaves, the reason the rest
+        name = _clip(f"{n}. {item_title(pick.item, 200)}", min(FIELD_NAME_MAX, max(16, (share - len(tail)) // 2)))
+        room = max(1, min(FIELD_VALUE_MAX, share - len(name)) - len(tail))
+        reason = _clip(pick.reason or "Recommended for you", room)
+        embed.add_field(name=name, value=reason + tail, inline=False)
     return embed
 
 
@@ -162,10 +174,7 @@ class RecommendCog(commands.Cog, name="Recommend"):
         """Record 👍 / 👎 / Not interested on a pick (replacing the member's earlier feedback on it) and
         mark the pick's row on the message: the chosen button green, the row disabled."""
         services = self.services
-        item = await services.store.get_item(button.item_id)
-        if item is None or interaction.guild_id is None or item.guild_id != interaction.guild_id:
-            await interaction.response.send_message("That item is no longer stored.", ephemeral=True)
-            return
+        # acknowledge first (Discord's 3-second deadline), then look the item up
         view = button.view
         if view is not None:
             for child in view.children:
@@ -179,6 +188,10 @@ class RecommendCog(commands.Cog, name="Recommend"):
             await interaction.response.edit_message(view=detached(view))
         else:
             await interaction.response.defer()
+        item = await services.store.get_item(button.item_id)
+        if item is None or interaction.guild_id is None or item.guild_id != interaction.guild_id:
+            await interaction.followup.send("That item is no longer stored, so your feedback was not kept.", ephemeral=True)
+            return
         recorded = await set_feedback(services.store, services.recommender, item, item.guild_id, interaction.user.id,
                                       button.kind)
         if not recorded:

@@ -56,6 +56,7 @@ EMBED_FOOTER_MAX = 2048
 EMBED_AUTHOR_MAX = 256
 EMBEDS_TOTAL_MAX = 6000
 STORY_COLOUR = discord.Colour.orange()
+GONE_TEXT = "This story is no longer stored (it may have been deleted), so its buttons no longer work."
 
 
 def _clip(text: str, limit: int) -> str:
@@ -118,11 +119,13 @@ class EmbedStream:
         return self.message
 
     def feed(self, delta: str) -> None:
+        """Add a streamed text delta (``model.story`` ``on_delta``); shown at the next edit."""
         self.text += delta
         self.queue_note = ""
         self._dirty.set()
 
     def queued(self, position: int) -> None:
+        """Show the member's queue position (1 = next; ``GeneratorClient`` ``on_queued``) until text arrives."""
         self.queue_note = f"The storyteller is busy — you are number {position} in the queue."
         self._dirty.set()
 
@@ -191,10 +194,17 @@ class StoryCog(commands.Cog, name="Story"):
         if bucket is not None:
             bucket.reset()
 
-    async def _cooldown_reply(self, interaction: discord.Interaction, wait: float) -> None:
-        await interaction.response.send_message(
-            f"⏳ One story at a time! You can ask for another in {math.ceil(wait)} s.", ephemeral=True
-        )
+    async def _start(self, interaction: discord.Interaction) -> bool:
+        """Use up the member's cooldown turn and defer ``interaction`` (public "thinking…"); when the
+        member must still wait, say how long (ephemeral) and return False."""
+        wait = self.retry_after(interaction.user.id)
+        if wait:
+            await interaction.response.send_message(
+                f"⏳ One story at a time! You can ask for another in {math.ceil(wait)} s.", ephemeral=True
+            )
+            return False
+        await interaction.response.defer(thinking=True)
+        return True
 
     # ---- /story ----------------------------------------------------------------------------------
     @app_commands.command(name="story", description="Write a short story about a theme")
@@ -219,11 +229,8 @@ class StoryCog(commands.Cog, name="Story"):
         except ValueError as err:
             await interaction.response.send_message(f"🙏 {err}", ephemeral=True)
             return
-        wait = self.retry_after(interaction.user.id)
-        if wait:
-            await self._cooldown_reply(interaction, wait)
+        if not await self._start(interaction):
             return
-        await interaction.response.defer(thinking=True)
         request = StoryRequest(theme=theme, genre=genre, length=length, language=language)  # type: ignore[arg-type]
         await self.tell(interaction, request)
 
@@ -302,19 +309,23 @@ class StoryCog(commands.Cog, name="Story"):
 
     # ---- buttons (bot.views.StoryButton) ---------------------------------------------------------
     async def on_button(self, interaction: discord.Interaction, action: str, item_id: int) -> None:
+        """A click on a story's button (``bot.views.StoryButton``): ``up``/``down`` record a rating
+        (acknowledged before any lookup), ``more`` continues the story, ``again`` regenerates it (its
+        requester only). Replies are ephemeral except the new story itself."""
         services = self.services
-        item = await services.store.get_item(item_id)
-        if item is None or item.kind != "story":
-            await interaction.response.send_message(
-                "This story is no longer stored (it may have been deleted), so its buttons no longer work.", ephemeral=True
-            )
-            return
         if action in ("up", "down"):
             kind = "rated_up" if action == "up" else "rated_down"
             await interaction.response.send_message("Thanks! 👍 noted." if action == "up" else "Thanks — 👎 noted.", ephemeral=True)
-            if not await set_feedback(services.store, services.recommender, item, item.guild_id, interaction.user.id, kind,
-                                      source_id=item.meta.get("message_id")):
+            item = await services.store.get_item(item_id)
+            if item is None or item.kind != "story":
+                await interaction.edit_original_response(content=GONE_TEXT)
+            elif not await set_feedback(services.store, services.recommender, item, item.guild_id, interaction.user.id, kind,
+                                        source_id=item.meta.get("message_id")):
                 await interaction.edit_original_response(content="You opted out of recording, so your rating was not kept.")
+            return
+        item = await services.store.get_item(item_id)  # one primary-key read, before choosing how to answer
+        if item is None or item.kind != "story":
+            await interaction.response.send_message(GONE_TEXT, ephemeral=True)
             return
         if action == "again" and interaction.user.id != item.author_id:
             await interaction.response.send_message(
@@ -329,11 +340,8 @@ class StoryCog(commands.Cog, name="Story"):
                     "The part before this one is no longer stored, so this part cannot be regenerated.", ephemeral=True
                 )
                 return
-        wait = self.retry_after(interaction.user.id)
-        if wait:
-            await self._cooldown_reply(interaction, wait)
+        if not await self._start(interaction):
             return
-        await interaction.response.defer(thinking=True)
         meta = item.meta
         request = StoryRequest(
             theme=meta.get("theme") or item.title, genre=meta.get("genre", "any"), length=meta.get("length", "short"),

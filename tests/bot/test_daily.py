@@ -245,6 +245,36 @@ async def test_without_thread_permission_a_long_post_is_split_in_the_channel(bot
     assert await cog.tick() == []
 
 
+@pytest.mark.parametrize("bot_settings_overrides", [{"recsys": {"picks_per_member": 25}}], indirect=True)
+async def test_a_post_that_fails_half_way_is_not_posted_again_that_day(bot, monkeypatch):
+    h = bot
+    ch = h.channels[0]
+    await seed_long(h)
+
+    async def thread_fails(*args, **kwargs):  # the header is out, then Discord fails (a 500)
+        raise discord.HTTPException(type("R", (), {"status": 500, "reason": "Server Error"})(), "boom")
+
+    monkeypatch.setattr(h.bot.http, "start_thread_with_message", thread_fails)
+    real_send = discord.TextChannel.send
+    calls = {"n": 0}
+
+    async def send_fails_after_header(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise discord.HTTPException(type("R", (), {"status": 500, "reason": "Server Error"})(), "boom")
+        return await real_send(self, *args, **kwargs)
+
+    monkeypatch.setattr(discord.TextChannel, "send", send_fails_after_header)
+    clock = FakeClock(next_utc_midnight() + timedelta(hours=1))
+    cog = daily_cog(h.bot, clock)
+    assert await cog.tick() == []  # the failure is logged, not raised into the loop
+    assert len(h.sent.sends(ch.id)) == 1  # only the header went out
+    monkeypatch.setattr(discord.TextChannel, "send", real_send)
+    clock.now += timedelta(minutes=1)
+    assert await cog.tick() == []  # part of today's post is out: no second post today
+    assert len(h.sent.sends(ch.id)) == 1
+
+
 def test_pack_joins_sections_and_cuts_only_oversized_ones():
     sections = ["a" * 900, "b" * 900, "c" * 300, "word " * 900]
     pieces = pack(sections)

@@ -146,3 +146,24 @@ async def test_opted_out_member_cannot_subscribe_and_gets_a_hint(bot):
 async def test_no_history_and_no_items_is_a_friendly_message(bot):
     inv = await bot.invoke("recommend now")
     assert inv.ephemeral and "nothing to recommend yet" in inv.text
+
+
+def test_picks_embed_stays_within_discord_limits_for_25_long_picks():
+    """25 picks with 5,000-character reasons and long titles: every field within its limit, the whole
+    embed within 6,000 characters, links kept whole."""
+    from types import SimpleNamespace
+
+    from bot.cogs.recommend import picks_embed
+    from recsys.recommend import Pick
+
+    member = SimpleNamespace(display_name="m" * 300, display_avatar=SimpleNamespace(url="https://cdn.discordapp.com/a.png"))
+    picks = [
+        Pick(item=Item(id=1000 + n, guild_id=1, kind="story", text="t", created_at=0.0, title="T" * 400,
+                       url=f"https://example.org/story/{n}"), score=0.5, reason=f"{n} " + "because " * 700)
+        for n in range(25)
+    ]
+    embed = picks_embed(picks, member)
+    assert len(embed.fields) == 25
+    assert len(embed) <= 6000
+    assert all(len(f.name) <= 256 and len(f.value) <= 1024 for f in embed.fields)
+    assert all(f.value.endswith(f"[Open](https://example.org/story/{n})") for n, f in enumerate(embed.fields))

@@ -111,6 +111,22 @@ async def test_rating_buttons_record_and_replace_ratings(bot):
     assert (await h.store.get_item(sid)).rating == 0.0  # -1 (alice) + 1 (bob)
 
 
+
+async def test_buttons_of_a_deleted_story_answer_politely_and_record_nothing(bot):
+    """👍 is acknowledged before the story is looked up; once the story is gone the member is told
+    so, nothing is recorded, and Continue gets the same explanation (ephemeral)."""
+    h = bot
+    inv = await tell(h)
+    sid = story_id(inv.message)
+    assert await h.services.recommender.remove_item(sid)
+    member = h.members[2]
+    up = await h.click(f"campfire:story:up:{sid}", inv.message, member=member)
+    assert up.ephemeral and up.defer_s is not None
+    assert "no longer stored" in up.text
+    more = await h.click(f"campfire:story:more:{sid}", inv.message, member=member)
+    assert more.ephemeral and "no longer stored" in more.text
+    assert [i for i in await h.store.interactions(h.guild.id, member.id) if i.item_id == sid] == []
+
 async def test_buttons_work_after_the_cog_is_reloaded(bot):
     """Nothing about a story's buttons lives in memory: the custom id carries the story id."""
     h = bot

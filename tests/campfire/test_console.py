@@ -74,6 +74,8 @@ async def test_chat_turn_and_story_on_the_real_model(services: Services):
         "Hello! Which command lists the files in a folder?\n"
         "/story a lighthouse keeper's cat --length short --genre mystery\n"
         "/rate up\n"
+        "/rate down\n"  # replaces the 👍 (as the bot's buttons do)
+        "/rate down\n"  # the same rating again changes nothing
         "/quit\n"
         "this line comes after /quit and is never read\n",
         max_story_tokens=24,
@@ -101,9 +103,11 @@ async def test_chat_turn_and_story_on_the_real_model(services: Services):
     assert item.meta["theme"] == "a lighthouse keeper's cat" and item.meta["genre"] == "mystery"
     assert item.tags == ["mystery"] and item.text.strip()
     kinds = {i.kind: i for i in await services.store.interactions(GUILD, MEMBER_ID) if i.item_id == item.id}
-    assert set(kinds) == {"requested", "rated_up"}
+    rows = [i.kind for i in await services.store.interactions(GUILD, MEMBER_ID) if i.item_id == item.id]
+    assert sorted(rows) == ["rated_down", "requested"]  # one rating row: the latest
     assert kinds["requested"].text == "a lighthouse keeper's cat"
-    assert item.rating == 1.0  # /rate up
+    assert item.rating == -1.0  # /rate up (+1), then /rate down (-1 replaces +1), then nothing
+    assert out.count("rated down:") == 2 and "rated up:" in out
     # … and embedded for the recommender
     await services.recommender.flush()
     vectors = await services.store.embeddings_for("item", [item.id], services.recommender.embedder.name)

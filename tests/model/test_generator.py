@@ -76,3 +76,31 @@ def test_campfire_serve_without_a_prepared_model_says_what_to_run(tmp_path, caps
     assert main(["serve", "--data-dir", str(tmp_path), "--port", "0"]) == 2
     out = capsys.readouterr().out
     assert "campfire model prepare" in out and str(tmp_path) in out
+
+
+
+async def test_start_failure_names_the_exit_code_and_the_log_tail(make_settings, tmp_path):
+    """A child that cannot load its model exits at once: ``start`` raises ``GeneratorUnavailable``
+    naming the exit code and quoting the last lines of the log — read from its end only, so a log
+    grown over many runs (2 MB here) stays cheap to quote."""
+    import pytest
+
+    from model.errors import GeneratorUnavailable
+    from model.supervisor import EmbeddedServer
+
+    settings = make_settings(generator={"url": "", "model_path": str(tmp_path / "no-such-model"), "device": "cpu"})
+    server = EmbeddedServer(settings)
+    server.log_path.parent.mkdir(parents=True, exist_ok=True)
+    server.log_path.write_bytes(b"an earlier run\n" * 140_000)
+    try:
+        with pytest.raises(GeneratorUnavailable) as caught:
+            await server.start()
+    finally:
+        await server.stop()
+    message = str(caught.value)
+    assert "exited at start (code " in message and "code 0)" not in message
+    quoted = message.split("): ", 1)[1].split(" | ")
+    assert len(quoted) == 5 and quoted[-1] != "an earlier run"  # the child's own last line
+
+    server.log_path.write_bytes(b"x" * 3_000_000 + b"\n" + b"\n".join(b"line %d" % n for n in range(10)) + b"\n")
+    assert server._tail() == " | ".join(f"line {n}" for n in range(5, 10))
