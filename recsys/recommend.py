@@ -47,6 +47,10 @@ DEFAULT_MAX_INTERESTS = 3
 STATS_TTL_S = 60.0
 RATE_ITEMS = 1000  # newest items the guild's pace (GuildStats.rate) is measured over
 MIN_REASON_CHARS = 20  # a reason quotes an interaction at least this long when the member has one
+# Cosine (all-MiniLM-L6-v2) below which the nearest interaction does not explain a pick: unrelated
+# sentences mostly score under ~0.2 with this model, so quoting one as "because you wrote about"
+# would mislead; the pick is then explained by what drove it instead (popular / new).
+MIN_REASON_SIMILARITY = 0.3
 _NOT_PROFILE = {"recommended", "viewed"}
 _VERBS = {
     "authored": "you wrote about",
@@ -127,8 +131,8 @@ def pick_reason(
 ) -> str:
     """The reason for a pick with vector ``vec (dim,)``: the member's positive interaction (rows of
     ``hv (n, dim)``, one per ``used``) nearest to it, among the *substantive* ones (quoted text of at
-    least ``MIN_REASON_CHARS`` characters) when the member has any; else "popular in this server
-    lately" / "new in this server"."""
+    least ``MIN_REASON_CHARS`` characters) when the member has any, if its cosine reaches
+    ``MIN_REASON_SIMILARITY``; else "popular in this server lately" / "new in this server"."""
     best = None
     if len(used) and np.any(vec):
         sims = hv @ vec
@@ -139,7 +143,7 @@ def pick_reason(
             if mask.any():
                 cand = np.where(mask, sims, -np.inf)
                 j = int(np.argmax(cand))
-                if cand[j] > 0:
+                if cand[j] >= MIN_REASON_SIMILARITY:
                     best = (used[j], items[j])
                 break
     if best is not None:

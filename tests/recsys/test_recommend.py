@@ -273,3 +273,23 @@ async def test_reason_quotes_a_substantive_interaction(rec: Recommender, store):
         assert "hops!!" not in p.reason
         assert "\n" not in p.reason and len(p.reason) <= len("because you wrote about: ") + 80
     assert any("Which hop varieties give an IPA that strong citrus" in p.reason for p in picks)
+
+
+async def test_a_reason_quotes_only_a_related_interaction(embedder):
+    """The reason quotes the member's nearest interaction only when it is related to the pick
+    (cosine ≥ MIN_REASON_SIMILARITY on the real embedder); an unrelated one would mislead."""
+    from recsys.recommend import MIN_REASON_SIMILARITY, pick_reason
+    from recsys.store import Interaction
+
+    wrote = "How do I mount an NTFS partition on Ubuntu so that I can write to it?"
+    used = [Interaction(id=1, guild_id=1, member_id=2, item_id=None, kind="authored", weight=1.0,
+                        created_at=0.0, text=wrote)]
+    hv, related, unrelated = embedder.encode([
+        wrote,
+        "Mounting a Windows NTFS drive read-write in Ubuntu needs ntfs-3g.",
+        "A chance meeting on a rainy day: two strangers share an umbrella at the bus stop.",
+    ])
+    assert float(hv @ related) >= MIN_REASON_SIMILARITY > float(hv @ unrelated)
+    assert pick_reason(used, hv[None, :], related, {}, popular=False) == f"because you wrote about: {wrote}"
+    assert pick_reason(used, hv[None, :], unrelated, {}, popular=False) == "new in this server"
+    assert pick_reason(used, hv[None, :], unrelated, {}, popular=True) == "popular in this server lately"
