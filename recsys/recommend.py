@@ -27,7 +27,7 @@ import numpy as np
 
 from recsys.profile import MIN_PER_INTEREST, Profile, build_profile
 from recsys.rank import TRENDING_WINDOW_S, Ranker, count_greater, feature_matrix, mmr, neighbour_scores
-from recsys.store import Interaction, Item, Store
+from recsys.store import Interaction, Item, Store, channels_visible_to
 
 if TYPE_CHECKING:
     from campfire.config import RecsysSettings
@@ -153,9 +153,8 @@ def pick_reason(
 
 async def visible_channels(store: Store, guild_id: int, member_id: int) -> set[int]:
     """Channels the member may view; a thread or forum post also needs its parent visible."""
-    visible = await store.visible_channel_ids(guild_id, member_id)
-    parents = {ch["id"]: ch["parent_id"] for ch in await store.channels(guild_id)}
-    return {c for c in visible if parents.get(c) is None or parents[c] in visible or parents[c] not in parents}
+    member = await store.get_member(guild_id, member_id)
+    return visible_from_snapshot(guild_id, member, member_id, await store.channels(guild_id))
 
 
 def _eligible(
@@ -342,18 +341,10 @@ async def _guild_candidates(store: Store, stats: GuildStats, guild_id: int, now:
 
 
 def visible_from_snapshot(guild_id: int, member: dict | None, member_id: int, channels: list[dict]) -> set[int]:
-    """:meth:`Store.visible_channel_ids` computed from rows already loaded (``member`` as
-    :meth:`Store.members`, ``channels`` as :meth:`Store.channels`), plus the parent rule of
-    :func:`visible_channels` — so a digest loads the permission snapshot once per guild."""
-    roles = set(member["role_ids"]) if member else set()
-    roles.add(guild_id)
-    visible: set[int] = set()
-    for ch in channels:
-        vis = ch["visibility"]
-        if member_id in vis.get("denied_members", []):
-            continue
-        if vis.get("public", False) or member_id in vis.get("members", []) or roles & set(vis.get("roles", [])):
-            visible.add(ch["id"])
+    """Channels the member may view, from rows already loaded (``member`` as :meth:`Store.members`,
+    ``channels`` as :meth:`Store.channels`; a digest loads them once per guild): the store's rule
+    (:func:`recsys.store.channels_visible_to`), and a thread or forum post also needs its parent."""
+    visible = channels_visible_to(guild_id, member, member_id, channels)
     parents = {ch["id"]: ch["parent_id"] for ch in channels}
     return {c for c in visible if parents.get(c) is None or parents[c] in visible or parents[c] not in parents}
 

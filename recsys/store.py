@@ -430,18 +430,9 @@ class Store:
 
     async def visible_channel_ids(self, guild_id: int, member_id: int) -> set[int]:
         """Channels of ``guild_id`` the member may view, from the stored permission snapshots and the
-        member's stored roles (the guild id is the @everyone role)."""
+        member's stored roles (see :func:`channels_visible_to`)."""
         member = await self.get_member(guild_id, member_id)
-        roles = set(member["role_ids"]) if member else set()
-        roles.add(guild_id)
-        visible: set[int] = set()
-        for ch in await self.channels(guild_id):
-            vis = ch["visibility"]
-            if member_id in vis.get("denied_members", []):
-                continue
-            if vis.get("public", False) or member_id in vis.get("members", []) or roles & set(vis.get("roles", [])):
-                visible.add(ch["id"])
-        return visible
+        return channels_visible_to(guild_id, member, member_id, await self.channels(guild_id))
 
     # ---- members --------------------------------------------------------------------------
     async def upsert_member(
@@ -961,6 +952,24 @@ class Store:
         ):
             out.setdefault(r["guild_id"], {"items": [], "interactions": []})["interactions"].append(r["id"])
         return out
+
+
+def channels_visible_to(
+    guild_id: int, member: dict[str, Any] | None, member_id: int, channels: Iterable[dict[str, Any]]
+) -> set[int]:
+    """Ids of ``channels`` (rows as :meth:`Store.channels`) that ``member`` (a row as
+    :meth:`Store.get_member`, or None) may view: public, or one of their roles (the guild id is the
+    @everyone role) or they themselves allowed, and they not denied."""
+    roles = set(member["role_ids"]) if member else set()
+    roles.add(guild_id)
+    visible: set[int] = set()
+    for ch in channels:
+        vis = ch["visibility"]
+        if member_id in vis.get("denied_members", []):
+            continue
+        if vis.get("public", False) or member_id in vis.get("members", []) or roles & set(vis.get("roles", [])):
+            visible.add(ch["id"])
+    return visible
 
 
 def _member(row: aiosqlite.Row) -> dict[str, Any]:
