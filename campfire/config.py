@@ -72,7 +72,10 @@ class StorySettings(_Section):
 class RecsysSettings(_Section):
     embedder: str = ""  # local sentence-transformers folder; empty = packaged all-MiniLM-L6-v2
     embed_batch_size: int = Field(64, ge=1, le=4096)
-    hnsw_threshold: int = Field(50_000, ge=1)  # items per guild above which HNSW replaces exact search
+    # Vectors per guild index above which HNSW replaces exact search. 20k: a digest's batched search of
+    # 10k queries (k=50, 2 cores) took 3.6 s exact vs 1.3 s HNSW at 20k vectors (9.8 vs 1.5 s at 50k),
+    # recall@50 1.000 on clustered 384-d vectors; one query 1.9 vs 0.3 ms. Measured with faiss 1.15.
+    hnsw_threshold: int = Field(20_000, ge=1)
     half_life_days: float = Field(14.0, gt=0)
     mmr_lambda: float = Field(0.7, ge=0, le=1)
     picks_per_member: int = Field(3, ge=1, le=25)

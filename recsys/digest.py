@@ -136,26 +136,23 @@ async def daily_picks(
         guild_id, todo, k=k, now=now, exclude_sent=True, max_item_share=MAX_ITEM_SHARE,
         depth=FAISS_DEPTH if len(todo) > SHALLOW_ABOVE else None,
     )
+    recorded = await store.get_items({i for m in members if m in already for i, _, _ in already[m]})
     out: list[MemberPicks] = []
     for member_id, m in sorted(members.items()):
         name = m.get("display_name") or str(member_id)
-        if member_id in already:
-            picks = await _recorded_picks(store, already[member_id])
-        else:
-            picks = fresh.get(member_id, [])
-            if picks and not dry_run:
-                await store.record_recommendations(
-                    guild_id, member_id, [(p.item.id, float(p.score), p.reason) for p in picks], date
-                )
+        picks = _recorded_picks(recorded, already[member_id]) if member_id in already else fresh.get(member_id, [])
         if picks:
             out.append(MemberPicks(guild_id, member_id, name, picks))
+    if not dry_run and fresh:
+        await store.record_digest(
+            guild_id, {m: [(p.item.id, float(p.score), p.reason) for p in picks] for m, picks in fresh.items()}, date
+        )
     return out
 
 
-async def _recorded_picks(store: Store, rows: list[tuple[int, float, str]]) -> list[Pick]:
+def _recorded_picks(items: dict[int, Any], rows: list[tuple[int, float, str]]) -> list[Pick]:
     from recsys.service import Pick
 
-    items = await store.get_items([i for i, _, _ in rows])
     return [Pick(item=items[i], score=s, reason=r) for i, s, r in rows if i in items]
 
 

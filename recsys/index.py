@@ -191,6 +191,21 @@ class VectorIndex:
                     continue
         return out
 
+    def matrix(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Stored vectors of ``ids (n,)`` in one bulk read (batched ranking): ``((n, dim) float32,
+        (n,) bool present)``; an id that is absent or removed gets a zero row and ``False``."""
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, np.int64)
+        out = np.zeros((len(ids), self.dim), np.float32)
+        with self._lock:
+            if len(ids) == 0 or self.index.ntotal == 0:
+                return out, np.zeros(len(ids), bool)
+            present = np.isin(ids, faiss.vector_to_array(self.index.id_map))
+            if self._dead:
+                present &= ~np.isin(ids, np.fromiter(self._dead, np.int64))
+            if present.any():
+                out[present] = self.index.reconstruct_batch(ids[present])
+        return out, present
+
     # ---- files --------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write ``path`` (``.faiss``) and its ``.json`` sidecar atomically (compacting HNSW first)."""

@@ -35,15 +35,32 @@ class Profile:
         return len(self.interests) == 0
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
-        """Content similarity of ``vectors (n, dim)`` to this profile: ``(n,)``, the best interest's
-        cosine minus ``NEGATIVE_PULL`` × cosine to the negative centroid; zeros when cold."""
-        vectors = np.atleast_2d(vectors)
+        """Content similarity of ``vectors (n, dim)`` to this profile: ``(n,) float32``, the best
+        interest's cosine minus ``NEGATIVE_PULL`` × cosine to the negative centroid; zeros when cold
+        (:func:`similarity_rows` with one row)."""
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
         if self.cold or len(vectors) == 0:
             return np.zeros(len(vectors), np.float32)
-        sims = (vectors @ self.interests.T).max(axis=1)
-        if self.negative is not None:
-            sims = sims - NEGATIVE_PULL * (vectors @ self.negative)
-        return sims.astype(np.float32)
+        dim = vectors.shape[1]
+        neg = self.negative if self.negative is not None else np.zeros(dim, np.float32)
+        return similarity_rows(vectors[None], self.interests[None], np.ones((1, len(self.interests)), bool),
+                               neg[None], np.array([self.negative is not None]))[0]
+
+
+def similarity_rows(
+    vectors: np.ndarray, interests: np.ndarray, has_interest: np.ndarray, negative: np.ndarray, has_negative: np.ndarray
+) -> np.ndarray:
+    """:meth:`Profile.similarity` for a batch of members: ``vectors (B, L, dim)`` float32 (row b: the
+    candidates of member b), ``interests (B, I, dim)`` with ``has_interest (B, I)`` bool marking the real
+    ones, ``negative (B, dim)`` with ``has_negative (B,)`` bool. Returns ``(B, L) float32``; zeros for a
+    member with no interest (cold start)."""
+    sims = np.matmul(vectors, np.swapaxes(interests, 1, 2))  # (B, L, I)
+    best = np.where(has_interest[:, None, :], sims, -np.inf).max(axis=2, initial=-np.inf)
+    if has_negative.any():
+        pull = np.matmul(vectors, negative[:, :, None])[:, :, 0]
+        best = np.where(has_negative[:, None], best - NEGATIVE_PULL * pull, best)
+    cold = ~has_interest.any(axis=1)
+    return np.where(cold[:, None], 0.0, best).astype(np.float32)
 
 
 def decayed_weights(weights: np.ndarray, ages_days: np.ndarray, half_life_days: float) -> np.ndarray:

@@ -45,40 +45,44 @@ def feature_matrix(
     idle_s: np.ndarray,
     created: np.ndarray,
     busier_count: np.ndarray,
-    last_seen: float | None,
+    last_seen: float | np.ndarray | None,
     popularity: np.ndarray,
     trending: np.ndarray,
     rating: np.ndarray | None = None,
     rate: float = 0.0,
 ) -> np.ndarray:
-    """Stack raw per-candidate signals (all ``(n,)``; ages and idle times in seconds, ``created`` UNIX s;
-    ``last_seen``: the member's latest interaction time, ``None`` when they have none) into ``(n, len(FEATURES)) float64``.
+    """Stack raw per-candidate signals (all of one shape: ``(n,)`` for one member, ``(B, L)`` for a
+    batch of members; ages and idle times in seconds, ``created`` UNIX s; ``last_seen``: the member's
+    latest interaction time, ``None`` when they have none, or ``(B, 1)`` with ``-inf`` for none) into
+    ``(..., len(FEATURES)) float64``.
 
     ``rate`` (items per second, the guild's recent activity; 0 = off) makes the rank features relative
     to the guild's pace: an item's rank is at least ``age × rate``, the items the guild would have
     produced since. In an active guild that is about the rank itself; in a guild whose newest item is
     years old, "the newest" is no longer fresh, so freshness stops deciding and personal signals do."""
-    n = len(content)
-    rating = np.zeros(n) if rating is None else np.asarray(rating, np.float64)
+    content = np.asarray(content, np.float64)
+    rating = np.zeros(content.shape) if rating is None else np.asarray(rating, np.float64)
     newer_count = np.asarray(newer_count, np.float64)
     busier_count = np.asarray(busier_count, np.float64)
     if rate > 0:
         newer_count = np.maximum(newer_count, np.clip(np.asarray(age_s, np.float64), 0, None) * rate)
         busier_count = np.maximum(busier_count, np.clip(np.asarray(idle_s, np.float64), 0, None) * rate)
-    return np.column_stack(
-        [
-            np.asarray(content, np.float64),
+    seen = -np.inf if last_seen is None else np.asarray(last_seen, np.float64)
+    return np.stack(
+        np.broadcast_arrays(
+            content,
             np.asarray(neighbour, np.float64),
             np.log1p(np.clip(np.asarray(age_s, np.float64), 0, None) / 60.0),
-            np.log1p(np.clip(np.asarray(newer_count, np.float64), 0, None)),
+            np.log1p(np.clip(newer_count, 0, None)),
             np.log1p(np.clip(np.asarray(idle_s, np.float64), 0, None) / 60.0),
-            np.log1p(np.clip(np.asarray(busier_count, np.float64), 0, None)),
-            np.asarray(created, np.float64) > (last_seen if last_seen is not None else -np.inf),
+            np.log1p(np.clip(busier_count, 0, None)),
+            (np.asarray(created, np.float64) > seen).astype(np.float64),
             np.log1p(np.asarray(popularity, np.float64)),
             np.log1p(np.asarray(trending, np.float64)),
             np.sign(rating) * np.log1p(np.abs(rating)),
-        ]
-    ).reshape(n, len(FEATURES))
+        ),
+        axis=-1,
+    )
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class Ranker:
     std: tuple[float, ...]
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(n,)`` for features ``(n, len(FEATURES))``."""
+        """Logits ``(...)`` for features ``(..., len(FEATURES))`` (e.g. ``(n, F)`` -> ``(n,)``)."""
         z = (np.asarray(x, np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
         return z @ np.asarray(self.weights) + self.bias
 
@@ -186,6 +190,24 @@ def count_greater(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return len(srt) - np.searchsorted(srt, np.asarray(values, np.float64), side="right")
 
 
+def count_greater_rows(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """:func:`count_greater` of each row against itself, for a batch: ``values (B, L)``, ``valid (B, L)``
+    bool -> ``(B, L) int64``, how many *valid* entries of the same row are strictly greater (entries
+    that are not valid count as nothing; their own results are meaningless)."""
+    v = np.where(valid, np.asarray(values, np.float64), -np.inf)
+    if v.size == 0:
+        return np.zeros(v.shape, np.int64)
+    order = np.argsort(-v, axis=1)  # descending, invalid (-inf) last; ties in any order
+    sv = np.take_along_axis(v, order, axis=1)
+    new = np.ones(v.shape, bool)
+    new[:, 1:] = sv[:, 1:] != sv[:, :-1]
+    # the first position of each run of equal values = how many are strictly greater
+    first = np.maximum.accumulate(np.where(new, np.arange(v.shape[1]), 0), axis=1)
+    out = np.empty(v.shape, np.int64)
+    np.put_along_axis(out, order, first, axis=1)
+    return out
+
+
 def neighbour_scores(
     hit_members: np.ndarray, hit_sims: np.ndarray, engaged: dict[int, set[int]], member_id: int
 ) -> dict[int, float]:
@@ -210,26 +232,47 @@ def neighbour_scores(
 
 
 def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> list[int]:
-    """Maximal Marginal Relevance (Carbonell & Goldstein, 1998): greedily pick the row maximising
-    ``lam · relevance − (1 − lam) · max cosine to rows already picked``. ``relevance (n,)`` is
-    min-max scaled to [0, 1] first; ``vectors (n, dim)`` L2-normalised. Returns ≤ k row indices."""
+    """Maximal Marginal Relevance (Carbonell & Goldstein, 1998) for one list: :func:`mmr_rows` with
+    one row, every entry valid. ``relevance (n,)``, ``vectors (n, dim)`` L2-normalised; returns ≤ k
+    row indices."""
     n = len(relevance)
     if n == 0 or k <= 0:
         return []
+    rows = mmr_rows(np.asarray(relevance)[None], np.asarray(vectors)[None], np.ones((1, n), bool), k, lam)[0]
+    return rows[rows >= 0].tolist()
+
+
+def mmr_rows(relevance: np.ndarray, vectors: np.ndarray, valid: np.ndarray, k: int, lam: float) -> np.ndarray:
+    """Maximal Marginal Relevance (Carbonell & Goldstein, 1998) for a batch of lists at once: per
+    row, greedily pick the valid entry maximising ``lam · relevance − (1 − lam) · max cosine to the
+    entries already picked``. ``relevance (B, n)`` is min-max scaled to [0, 1] over each row's valid
+    entries first; ``vectors (B, n, dim)`` L2-normalised float32; ``valid (B, n)`` bool. Returns
+    ``(B, min(k, n)) int64`` entry indices in pick order, ``-1`` once a row has no valid entry left."""
     rel = np.asarray(relevance, np.float64)
-    span = rel.max() - rel.min()
-    rel = (rel - rel.min()) / span if span > 0 else np.ones(n)
+    b, n = rel.shape
+    kk = max(0, min(k, n))
+    out = np.full((b, kk), -1, np.int64)
+    if b == 0 or kk == 0:
+        return out
+    lo = np.where(valid, rel, np.inf).min(axis=1, keepdims=True)
+    hi = np.where(valid, rel, -np.inf).max(axis=1, keepdims=True)
+    span = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(span > 0, (rel - lo) / np.where(span > 0, span, 1.0), 1.0)
     if lam >= 1.0:
-        return np.argsort(-rel, kind="stable")[:k].tolist()
+        order = np.argsort(-np.where(valid, rel, -np.inf), axis=1, kind="stable")[:, :kk]
+        return np.where(np.take_along_axis(valid, order, axis=1), order, -1)
     vectors = np.asarray(vectors, np.float32)
-    chosen: list[int] = []
-    max_sim = np.full(n, -np.inf)
-    available = np.ones(n, bool)
-    for _ in range(min(k, n)):
+    rows = np.arange(b)
+    available = np.array(valid, bool)
+    max_sim = np.full((b, n), -np.inf)
+    for t in range(kk):
         penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
         val = np.where(available, lam * rel - (1 - lam) * penalty, -np.inf)
-        j = int(np.argmax(val))
-        chosen.append(j)
-        available[j] = False
-        max_sim = np.maximum(max_sim, vectors @ vectors[j])
-    return chosen
+        j = np.argmax(val, axis=1)
+        has = available[rows, j]
+        out[:, t] = np.where(has, j, -1)
+        available[rows, j] = False
+        sims = np.matmul(vectors, vectors[rows, j][:, :, None])[:, :, 0]
+        max_sim = np.where(has[:, None], np.maximum(max_sim, sims), max_sim)
+    return out

@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recsys.profile import MIN_PER_INTEREST, Profile, build_profile
-from recsys.rank import TRENDING_WINDOW_S, Ranker, count_greater, feature_matrix, mmr, neighbour_scores
+from recsys.profile import Profile, build_profile
+from recsys.rank import TRENDING_WINDOW_S, Ranker, count_greater_rows, feature_matrix, mmr_rows, neighbour_scores
 from recsys.store import Interaction, Item, Store, channels_visible_to
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ NEIGHBOUR_HITS = 100
 FRESH_CANDIDATES = 200  # newest items always compete (freshness dominates in live communities)
 POPULAR_CANDIDATES = 100  # most engaged-with, trending and most recently active items
 MMR_POOL = 50  # best-scored candidates MMR chooses from
-MIN_ITEM_CAP = 10  # recommend_many's per-item cap is never below this many members
 # Up to 3 interest centroids: on se_beer/time NDCG@10 0.7245 vs 0.7233 for one centroid (static: 0.0304
 # vs 0.0311) — within noise, kept for the protocol a digest faces (`python -m recsys.eval --interests 1|3`).
 DEFAULT_MAX_INTERESTS = 3
@@ -105,50 +105,95 @@ def activity_rate(created: list[float]) -> float:
     return (len(created) - 1) / max(max(created) - min(created), 1.0)
 
 
-def _about(inter: Interaction, item: Item | None) -> str:
-    """The text a reason quotes for ``inter``: what the member wrote/asked, else the item's title or text."""
+def _about(inter: Interaction, quote: str | None) -> str:
+    """The text a reason quotes for ``inter``: what the member wrote/asked, else ``quote`` (its item's
+    title or text), whitespace collapsed."""
     if inter.kind in ("authored", "requested") and inter.text:
         about = inter.text
-    elif item is not None:
-        about = item.title or item.text
+    elif quote is not None:
+        about = quote
     else:
         about = inter.text
     return " ".join((about or "").split())
 
 
-def reason_for(inter: Interaction, item: Item | None) -> str:
+def reason_for(inter: Interaction, quote: str | None) -> str:
     """One line naming the interaction: "because you replied to: <title or first words>" (whitespace
-    and newlines collapsed, the quote cut to 80 characters)."""
+    and newlines collapsed, the quote cut to 80 characters); ``quote``: its item's title or text."""
     verb = _VERBS.get(inter.kind, "you engaged with")
-    about = _about(inter, item)
+    about = _about(inter, quote)
     if len(about) > 80:
         about = about[:77].rstrip() + "…"
     return f"because {verb}: {about}"
 
 
 def pick_reason(
-    used: list[Interaction], hv: np.ndarray, vec: np.ndarray, engaged_items: dict[int, Item], popular: bool
+    used: list[Interaction], hv: np.ndarray, vec: np.ndarray, quotes: Mapping[int, str], popular: bool
 ) -> str:
-    """The reason for a pick with vector ``vec (dim,)``: the member's positive interaction (rows of
-    ``hv (n, dim)``, one per ``used``) nearest to it, among the *substantive* ones (quoted text of at
-    least ``MIN_REASON_CHARS`` characters) when the member has any, if its cosine reaches
-    ``MIN_REASON_SIMILARITY``; else "popular in this server lately" / "new in this server"."""
-    best = None
-    if len(used) and np.any(vec):
-        sims = hv @ vec
-        items = [engaged_items.get(i.item_id) if i.item_id is not None else None for i in used]
-        positive = np.array([i.weight > 0 for i in used])
-        long_ = np.array([len(_about(i, it)) >= MIN_REASON_CHARS for i, it in zip(used, items, strict=True)])
-        for mask in (positive & long_, positive):
-            if mask.any():
-                cand = np.where(mask, sims, -np.inf)
-                j = int(np.argmax(cand))
-                if cand[j] >= MIN_REASON_SIMILARITY:
-                    best = (used[j], items[j])
-                break
-    if best is not None:
-        return reason_for(*best)
-    return "popular in this server lately" if popular else "new in this server"
+    """The reason for one pick with vector ``vec (dim,)``: :func:`pick_reasons` for one pick."""
+    return pick_reasons(used, hv, np.asarray(vec)[None], quotes, [popular])[0]
+
+
+def pick_reasons(
+    used: list[Interaction], hv: np.ndarray, vecs: np.ndarray, quotes: Mapping[int, str], popular: list[bool]
+) -> list[str]:
+    """Reasons for one member's picks: :func:`reasons_many` for one member."""
+    return reasons_many([(used, hv, np.atleast_2d(vecs), popular)], quotes)[0]
+
+
+def reasons_many(
+    members: list[tuple[list[Interaction], np.ndarray, np.ndarray, list[bool]]], quotes: Mapping[int, str]
+) -> list[list[str]]:
+    """Reasons for the picks of many members, all at once. Per member ``(used, hv, vecs, popular)``:
+    its profile interactions ``used`` with their vectors ``hv (n, dim)``, its picks' vectors
+    ``vecs (k, dim)`` (2-D, the same ``dim`` for every member) and whether each pick is popular. A pick's reason quotes the member's positive
+    interaction nearest to it, among the *substantive* ones (quoted text of at least
+    ``MIN_REASON_CHARS`` characters) when the member has any, if its cosine reaches
+    ``MIN_REASON_SIMILARITY``; else "popular in this server lately" / "new in this server".
+    ``quotes``: item id -> its title or text (:meth:`Store.item_quotes`). Returns one list per member."""
+    dim = members[0][2].shape[1] if members else 0
+    used = [i for u, _, _, _ in members for i in u]
+    u_quote = [quotes.get(i.item_id) if i.item_id is not None else None for i in used]
+    u_n = np.array([len(u) for u, _, _, _ in members], np.int64)
+    u_seg = np.repeat(np.arange(len(members)), u_n)
+    positive = np.array([i.weight > 0 for i in used], bool)
+    long_ = np.array([len(_about(i, q)) >= MIN_REASON_CHARS for i, q in zip(used, u_quote, strict=True)], bool)
+    # the substantive positive interactions when a member has any, else all its positive ones
+    has_long = np.bincount(u_seg[positive & long_], minlength=len(members)) > 0
+    eligible = positive & (long_ | ~has_long[u_seg])
+    p_n = np.array([len(v) for _, _, v, _ in members], np.int64)
+    pv = np.concatenate([v for _, _, v, _ in members] or [np.zeros((0, dim))]).astype(np.float32)
+    hv = np.concatenate([h.reshape(-1, dim) for _, h, _, _ in members] or [np.zeros((0, dim))]).astype(np.float32)
+    # every (pick, interaction of the same member) pair, pairs of a pick contiguous
+    p_seg = np.repeat(np.arange(len(members)), p_n)
+    per = u_n[p_seg]
+    pair_p = np.repeat(np.arange(len(pv)), per)
+    u_start = np.cumsum(u_n) - u_n
+    pair_u = np.repeat(u_start[p_seg], per) + (np.arange(len(pair_p)) - np.repeat(np.cumsum(per) - per, per))
+    sims = np.empty(len(pair_p), np.float32)
+    for s in range(0, len(pair_p), 65536):
+        t = slice(s, s + 65536)
+        sims[t] = np.einsum("nd,nd->n", hv[pair_u[t]], pv[pair_p[t]])
+    sims = np.where(eligible[pair_u] & np.any(pv != 0, axis=1)[pair_p], sims, -np.inf)
+    best_u = np.full(len(pv), -1, np.int64)
+    if len(pair_p):
+        order = np.lexsort((-sims, pair_p))  # per pick, best first; ties: the earlier interaction
+        first = order[np.r_[0, np.flatnonzero(np.diff(pair_p[order])) + 1]]
+        ok = sims[first] >= MIN_REASON_SIMILARITY
+        best_u[pair_p[first[ok]]] = pair_u[first[ok]]
+    out: list[list[str]] = []
+    c = 0
+    for _, _, _, popular in members:
+        reasons = []
+        for flag in popular:
+            u = best_u[c]
+            if u >= 0:
+                reasons.append(reason_for(used[u], u_quote[u]))
+            else:
+                reasons.append("popular in this server lately" if flag else "new in this server")
+            c += 1
+        out.append(reasons)
+    return out
 
 
 async def visible_channels(store: Store, guild_id: int, member_id: int) -> set[int]:
@@ -172,40 +217,27 @@ def _eligible(
     )
 
 
-def _features(
-    keep: list[Item], cvecs: np.ndarray, profile: Profile, neigh: dict[int, float], stats: GuildStats,
-    last_seen: float | None, now: float,
-) -> np.ndarray:
-    """Step 4's feature matrix ``(n, len(FEATURES))`` for the filtered candidates ``keep`` (vectors ``cvecs``)."""
-    created = np.array([it.created_at for it in keep], np.float64)
-    return _feature_arrays(
-        content=profile.similarity(cvecs),
-        neighbour=np.array([neigh.get(it.id, 0.0) for it in keep], np.float64),
-        created=created,
-        active=_active(created, np.array([stats.last_active.get(it.id, 0.0) for it in keep], np.float64), now),
-        popularity=np.array([stats.popularity.get(it.id, 0) for it in keep], np.float64),
-        trending=np.array([stats.trending.get(it.id, 0) for it in keep], np.float64),
-        rating=np.array([it.rating for it in keep], np.float64),
-        last_seen=last_seen, now=now, rate=stats.rate,
-    )
-
-
 def _active(created: np.ndarray, last_active: np.ndarray, now: float) -> np.ndarray:
     """An item's last activity: its creation or its latest interaction up to ``now``."""
     return np.maximum(created, np.minimum(last_active, now))
 
 
-def _feature_arrays(
-    *, content: np.ndarray, neighbour: np.ndarray, created: np.ndarray, active: np.ndarray, popularity: np.ndarray,
-    trending: np.ndarray, rating: np.ndarray, last_seen: float | None, now: float, rate: float,
+def rank_rows(
+    ranker: Ranker, *, valid: np.ndarray, content: np.ndarray, neighbour: np.ndarray, created: np.ndarray,
+    active: np.ndarray, popularity: np.ndarray, trending: np.ndarray, rating: np.ndarray, last_seen: np.ndarray,
+    now: float, rate: float,
 ) -> np.ndarray:
-    return feature_matrix(
+    """Step 4's scores for a batch of members: every argument ``(B, L)`` (row b: member b's
+    candidates, ``valid`` marking the real ones; ``created`` / ``active`` UNIX s), ``last_seen (B, 1)``
+    (the member's latest interaction, ``-inf`` for none). Returns ranker logits ``(B, L) float64``,
+    ``-inf`` where not valid. Ranks (newer / busier counts) are within each row's valid candidates."""
+    x = feature_matrix(
         content=content,
         neighbour=neighbour,
         age_s=now - created,
-        newer_count=count_greater(created, created),
+        newer_count=count_greater_rows(created, valid),
         idle_s=now - active,
-        busier_count=count_greater(active, active),
+        busier_count=count_greater_rows(active, valid),
         created=created,
         last_seen=last_seen,
         popularity=popularity,
@@ -213,15 +245,35 @@ def _feature_arrays(
         rating=rating,
         rate=rate,
     )
+    return np.where(valid, ranker.score(x), -np.inf)
 
 
-def _choose(logits: np.ndarray, cvecs: np.ndarray, k: int, lam: float, blocked: np.ndarray | None = None) -> list[int]:
-    """Step 4's MMR over the ``MMR_POOL`` best-scored rows (skipping ``blocked`` rows); row indices."""
-    order = np.argsort(-logits, kind="stable")
-    if blocked is not None:
-        order = order[~blocked[order]]
-    pool = order[:MMR_POOL]
-    return [int(pool[j]) for j in mmr(logits[pool], cvecs[pool], k, lam)]
+def choose_rows(
+    logits: np.ndarray, valid: np.ndarray, vectors: Callable[[np.ndarray], np.ndarray], k: int, lam: float,
+    order: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4's MMR for a batch of members over each row's ``MMR_POOL`` best-scored valid candidates.
+    ``logits``/``valid`` ``(B, L)``; ``vectors(idx)`` gives the candidates' vectors ``(B, P, dim)``
+    for column indices ``idx (B, P)``; ``order (B, L)``: the columns by descending logit, ties by
+    column (``argsort(-logits, kind="stable")``; computed when not given — pass it to choose again
+    with fewer valid candidates without sorting again). Returns ``(pool (B, P), picks (B, k))``:
+    column indices (pool entries that are not valid, and picks a row did not fill, are -1)."""
+    if order is None:
+        order = order_rows(logits)
+    ok = np.take_along_axis(valid, order, axis=1)
+    first = ok & (np.cumsum(ok, axis=1) <= MMR_POOL)  # each row's MMR_POOL best valid columns
+    at = np.argsort(~first, axis=1, kind="stable")[:, :MMR_POOL]
+    ok = np.take_along_axis(first, at, axis=1)
+    pool = np.where(ok, np.take_along_axis(order, at, axis=1), -1)
+    safe = np.maximum(pool, 0)
+    chosen = mmr_rows(np.take_along_axis(logits, safe, axis=1), vectors(safe), ok, k, lam)
+    picks = np.where(chosen >= 0, np.take_along_axis(pool, np.maximum(chosen, 0), axis=1), -1)
+    return pool, picks
+
+
+def order_rows(logits: np.ndarray) -> np.ndarray:
+    """Columns of ``logits (B, L)`` by descending value, ties by column: ``(B, L) int64``."""
+    return np.argsort(-logits, axis=1, kind="stable")
 
 
 def _profile_rows(history: list[Interaction]) -> list[Interaction]:
@@ -253,7 +305,7 @@ async def recommend(
     max_interests: int = DEFAULT_MAX_INTERESTS,
 ) -> list[Pick]:
     """Top ``k`` picks for ``member_id`` in ``guild_id`` at ``now`` (UNIX s). See the module doc;
-    :func:`recommend_many` is the same ranking for many members at once."""
+    :func:`recsys.batch.recommend_many` is the same ranking for many members at once."""
     item_index = indexes.get(guild_id, "item")
     inter_index = indexes.get(guild_id, "interaction")
     window_start = now - settings.repeat_window_days * 86400.0
@@ -317,18 +369,40 @@ async def recommend(
     keep.sort(key=lambda it: it.id)
 
     # 4. rank
-    cvecs_map = await asyncio.to_thread(item_index.vectors, [it.id for it in keep])
-    cvecs = np.vstack([cvecs_map.get(it.id, np.zeros(dim, np.float32)) for it in keep])
-    logits = ranker.score(_features(keep, cvecs, profile, neigh, stats, _last_seen(history), now))
-    order = _choose(logits, cvecs, k, settings.mmr_lambda)
+    cvecs, _ = await asyncio.to_thread(item_index.matrix, [it.id for it in keep])
+    logits, order = await asyncio.to_thread(
+        _rank_one, ranker, keep, cvecs, profile, neigh, stats, _last_seen(history), now, k, settings.mmr_lambda
+    )
 
     # 5. reasons
-    engaged_items = await store.get_items({i.item_id for i in used if i.item_id is not None})
+    quotes = await store.item_quotes({i.item_id for i in used if i.item_id is not None})
+    reasons = pick_reasons(used, hv, cvecs[order], quotes, [stats.popularity.get(keep[j].id, 0) > 0 for j in order])
     return [
-        Pick(item=keep[j], score=float(1 / (1 + np.exp(-logits[j]))),
-             reason=pick_reason(used, hv, cvecs[j], engaged_items, stats.popularity.get(keep[j].id, 0) > 0))
-        for j in order
+        Pick(item=keep[j], score=float(1 / (1 + np.exp(-logits[j]))), reason=r)
+        for j, r in zip(order, reasons, strict=True)
     ]
+
+
+def _rank_one(
+    ranker: Ranker, keep: list[Item], cvecs: np.ndarray, profile: Profile, neigh: dict[int, float], stats: GuildStats,
+    last_seen: float | None, now: float, k: int, lam: float,
+) -> tuple[np.ndarray, list[int]]:
+    """Steps 4 for one member (a batch of one, as :func:`recsys.batch.recommend_many` ranks many):
+    logits ``(n,)`` for ``keep`` (vectors ``cvecs (n, dim)``) and the chosen indices into ``keep``."""
+    created = np.array([[it.created_at for it in keep]], np.float64)
+    last_active = np.array([[stats.last_active.get(it.id, 0.0) for it in keep]], np.float64)
+    valid = np.ones(created.shape, bool)
+    logits = rank_rows(
+        ranker, valid=valid, content=profile.similarity(cvecs)[None],
+        neighbour=np.array([[neigh.get(it.id, 0.0) for it in keep]], np.float64),
+        created=created, active=_active(created, last_active, now),
+        popularity=np.array([[stats.popularity.get(it.id, 0) for it in keep]], np.float64),
+        trending=np.array([[stats.trending.get(it.id, 0) for it in keep]], np.float64),
+        rating=np.array([[it.rating for it in keep]], np.float64),
+        last_seen=np.array([[last_seen if last_seen is not None else -np.inf]]), now=now, rate=stats.rate,
+    )
+    _, picks = choose_rows(logits, valid, lambda idx: cvecs[idx], k, lam)
+    return logits[0], [int(j) for j in picks[0] if j >= 0]
 
 
 async def _guild_candidates(store: Store, stats: GuildStats, guild_id: int, now: float) -> set[int]:
@@ -347,299 +421,3 @@ def visible_from_snapshot(guild_id: int, member: dict | None, member_id: int, ch
     visible = channels_visible_to(guild_id, member, member_id, channels)
     parents = {ch["id"]: ch["parent_id"] for ch in channels}
     return {c for c in visible if parents.get(c) is None or parents[c] in visible or parents[c] not in parents}
-
-
-async def recommend_many(
-    store: Store,
-    indexes: IndexSet,
-    settings: RecsysSettings,
-    ranker: Ranker,
-    stats: GuildStats,
-    guild_id: int,
-    member_ids: list[int],
-    *,
-    k: int,
-    now: float,
-    exclude_sent: bool = False,
-    max_interests: int = DEFAULT_MAX_INTERESTS,
-    max_item_share: float | None = None,
-    per_interest: int = CANDIDATES_PER_INTEREST,
-    neighbour_hits: int = NEIGHBOUR_HITS,
-) -> dict[int, list[Pick]]:
-    """:func:`recommend` for many members of one guild at once (the daily digest): member id ->
-    top ``k`` picks (members with none left out), same ranking semantics, with guild-wide work done
-    once — interactions, sent items, permission snapshots, opt-outs and the item table (columns)
-    loaded once; single-centroid profiles built vectorised (multi-interest members through
-    :func:`build_profile`); one FAISS batch search of the item index and one of the interaction index
-    for all interest vectors; candidates, filters, neighbourhood scores and features as numpy arrays
-    over the item table; MMR per member over its ``MMR_POOL`` best candidates.
-
-    ``max_item_share`` (e.g. 0.1): no item goes to more than ``max(MIN_ITEM_CAP, share × members)``
-    members; members are served in order of ``member_ids`` and one whose best items are full gets
-    their next best, so one item cannot dominate a whole guild's digest. ``None``: no cap (then each
-    member's picks equal :func:`recommend`'s). ``per_interest`` / ``neighbour_hits``: FAISS depth per
-    interest vector in the item / interaction index (a digest may search shallower to save time:
-    FAISS cost grows with k; the defaults are :func:`recommend`'s)."""
-    item_index = indexes.get(guild_id, "item")
-    inter_index = indexes.get(guild_id, "interaction")
-    window_start = now - settings.repeat_window_days * 86400.0
-    dim = indexes.dim
-    wanted = set(member_ids)
-    phases: list[tuple[str, float]] = [("start", time.perf_counter())]
-
-    # guild-wide loads
-    all_inter = await store.interactions(guild_id)
-    owner_of = {i.id: i.member_id for i in all_inter}  # every interaction in the index, as interaction_members
-    all_inter = [i for i in all_inter if i.created_at <= now]
-    history: dict[int, list[Interaction]] = {}
-    for i in all_inter:
-        if i.member_id in wanted:
-            history.setdefault(i.member_id, []).append(i)
-    phases.append(("loads", time.perf_counter()))
-    table = await store.item_columns(guild_id)
-    ids = table["id"]
-    members = {m["user_id"]: m for m in await store.members(guild_id)}
-    channels = await store.channels(guild_id)
-    guild = await store.get_guild(guild_id) or {}
-    nsfw_ok = bool(guild.get("nsfw_allowed"))
-    nsfw_channels = {c["id"] for c in channels if c["nsfw"]}
-    opted = await store.opted_out_ids(guild_id)
-    sent_by = await store.recommended_by_member(guild_id, None if exclude_sent else window_start)
-
-    def pos_of(item_ids: np.ndarray) -> np.ndarray:
-        """Rows of the item table for ``item_ids`` (those not in it dropped)."""
-        item_ids = np.asarray(item_ids, np.int64)
-        p = np.searchsorted(ids, item_ids)
-        p = np.minimum(p, max(len(ids) - 1, 0))
-        return p[(len(ids) > 0) & (ids[p] == item_ids)] if len(ids) else np.zeros(0, np.int64)
-
-    phases.append(("sent+members", time.perf_counter()))
-    # item-table columns every member shares
-    created = table["created_at"]
-    last_active = np.array([stats.last_active.get(int(i), 0.0) for i in ids.tolist()], np.float64)
-    active = _active(created, last_active, now)
-    popularity = np.array([stats.popularity.get(int(i), 0) for i in ids.tolist()], np.float64)
-    trending = np.array([stats.trending.get(int(i), 0) for i in ids.tolist()], np.float64)
-    chan = table["channel_id"]
-    ok_all = (created <= now) & ~np.isin(table["author_id"], np.array(sorted(opted), np.int64))
-    if not nsfw_ok:
-        ok_all &= ~table["nsfw"] & ~np.isin(chan, np.array(sorted(nsfw_channels), np.int64))
-    shared_pos = pos_of(np.array(sorted(await _guild_candidates(store, stats, guild_id, now)), np.int64))
-    # positive engagements as a CSR matrix member code -> item rows (the neighbourhood signal)
-    code = {m: c for c, m in enumerate(sorted(set(owner_of.values())))}  # every member behind an interaction
-    in_table = set(ids.tolist())
-    pairs = sorted({(code[i.member_id], i.item_id) for i in all_inter
-                    if i.item_id is not None and i.weight > 0 and i.kind not in _NOT_PROFILE and i.created_at < now
-                    and i.item_id in in_table})
-    e_member = np.array([p[0] for p in pairs], np.int64)
-    e_pos = np.searchsorted(ids, np.array([p[1] for p in pairs], np.int64)) if pairs else np.zeros(0, np.int64)
-    indptr = np.searchsorted(e_member, np.arange(len(code) + 1)) if pairs else np.zeros(len(code) + 1, np.int64)
-
-    phases.append(("columns", time.perf_counter()))
-    # profiles: vectors of every item and interaction the members' profiles use, fetched once
-    prof_rows = {m: _profile_rows(history.get(m, [])) for m in member_ids}
-    need_items = {i.item_id for rows in prof_rows.values() for i in rows if i.item_id is not None}
-    item_vecs = await asyncio.to_thread(item_index.vectors, need_items)
-    need_inter = [i.id for rows in prof_rows.values() for i in rows if i.item_id is None or i.item_id not in item_vecs]
-    inter_vecs = await asyncio.to_thread(inter_index.vectors, need_inter)
-    profiles: dict[int, Profile] = {}
-    used_by: dict[int, tuple[list[Interaction], np.ndarray]] = {}
-    single: list[int] = []
-    for m in member_ids:
-        used = []
-        vecs = []
-        for i in prof_rows[m]:
-            v = item_vecs.get(i.item_id) if i.item_id is not None else None
-            v = v if v is not None else inter_vecs.get(i.id)
-            if v is not None:
-                used.append(i)
-                vecs.append(v)
-        hv = np.vstack(vecs) if vecs else np.zeros((0, dim), np.float32)
-        used_by[m] = (used, hv)
-        n_pos = sum(i.weight > 0 for i in used)
-        if max_interests > 1 and n_pos >= 2 * MIN_PER_INTEREST:
-            profiles[m] = build_profile(hv, np.array([i.weight for i in used]),
-                                        np.array([(now - i.created_at) / 86400.0 for i in used]),
-                                        half_life_days=settings.half_life_days, max_interests=max_interests)
-        else:
-            single.append(m)
-    profiles.update(_single_profiles(single, used_by, now, settings.half_life_days, dim))
-
-    phases.append(("profiles", time.perf_counter()))
-    # one FAISS batch search per index for every interest vector of every member
-    rows_of: dict[int, slice] = {}
-    q: list[np.ndarray] = []
-    at = 0
-    for m in member_ids:
-        n = len(profiles[m].interests)
-        if n:
-            rows_of[m] = slice(at, at + n)
-            q.append(profiles[m].interests)
-            at += n
-    if q:
-        qm = np.vstack(q)
-        _, item_hits = await asyncio.to_thread(item_index.search, qm, per_interest)
-        inter_sims, inter_hits = await asyncio.to_thread(inter_index.search, qm, neighbour_hits)
-        hit_owner = np.array([code.get(owner_of.get(int(h), -1), -1) for h in inter_hits.ravel().tolist()],
-                             np.int64).reshape(inter_hits.shape)
-
-    phases.append(("faiss", time.perf_counter()))
-    # per member: candidates and neighbourhood scores (rows of the item table)
-    cands: dict[int, np.ndarray] = {}
-    neighs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for m in member_ids:
-        parts = [shared_pos]
-        npos, nval = np.zeros(0, np.int64), np.zeros(0, np.float64)
-        if m in rows_of:
-            r = rows_of[m]
-            parts.append(pos_of(item_hits[r].ravel()))
-            npos, nval = _neighbour_rows(hit_owner[r].ravel(), inter_sims[r].ravel(), code.get(m, -2), indptr, e_pos)
-            top = np.lexsort((ids[npos], -nval))[:per_interest]
-            parts.append(npos[top])
-        cands[m] = np.unique(np.concatenate(parts))
-        neighs[m] = (npos, nval)
-    phases.append(("candidates", time.perf_counter()))
-    union = np.unique(np.concatenate(list(cands.values()))) if cands else np.zeros(0, np.int64)
-    vec_map = await asyncio.to_thread(item_index.vectors, ids[union].tolist())
-    cvec_all = np.zeros((len(ids), dim), np.float32)
-    for p in union.tolist():
-        v = vec_map.get(int(ids[p]))
-        if v is not None:
-            cvec_all[p] = v
-
-    phases.append(("vectors", time.perf_counter()))
-    # rank, cap, MMR, reasons
-    cap = None
-    if max_item_share is not None:
-        cap = max(MIN_ITEM_CAP, int(np.ceil(max_item_share * len(member_ids))))
-    given = np.zeros(len(ids), np.int64)
-    chan_codes, chan_of = np.unique(chan, return_inverse=True)
-    visible_cache: dict[tuple, np.ndarray] = {}
-    picked: dict[int, list[tuple[int, float, int]]] = {}
-    for m in member_ids:
-        hist = history.get(m, [])
-        member = members.get(m)
-        roles = tuple(member["role_ids"]) if member else ()
-        key = (roles, m) if _names_member(channels, m) else (roles,)
-        vis = visible_cache.get(key)
-        if vis is None:
-            visible = visible_from_snapshot(guild_id, member, m, channels)
-            vis = visible_cache[key] = (chan_codes == -1) | np.isin(chan_codes, np.array(sorted(visible), np.int64))
-        pos = cands[m]
-        seen = _seen(hist, window_start) | sent_by.get(m, set())
-        if seen:
-            pos = pos[~np.isin(ids[pos], np.array(sorted(seen), np.int64))]
-        pos = pos[ok_all[pos] & vis[chan_of[pos]] & (table["author_id"][pos] != m)]
-        if not len(pos):
-            continue
-        cvecs = cvec_all[pos]
-        neighbour = np.zeros(len(pos))
-        npos, nval = neighs[m]
-        if len(npos):
-            at_ = np.searchsorted(pos, npos)
-            hit = (at_ < len(pos)) & (pos[np.minimum(at_, len(pos) - 1)] == npos)
-            neighbour[at_[hit]] = nval[hit]
-        x = _feature_arrays(
-            content=profiles[m].similarity(cvecs), neighbour=neighbour, created=created[pos], active=active[pos],
-            popularity=popularity[pos], trending=trending[pos], rating=table["rating"][pos],
-            last_seen=_last_seen(hist), now=now, rate=stats.rate,
-        )
-        logits = ranker.score(x)
-        blocked = given[pos] >= cap if cap is not None else None
-        order = _choose(logits, cvecs, k, settings.mmr_lambda, blocked)
-        picked[m] = [(int(pos[j]), float(logits[j])) for j in order]
-        for j in order:
-            given[pos[j]] += 1
-
-    phases.append(("rank", time.perf_counter()))
-    items = await store.get_items({int(ids[p]) for rows in picked.values() for p, _ in rows})
-    engaged_items = await store.get_items(need_items)
-    out: dict[int, list[Pick]] = {}
-    for m, rows in picked.items():
-        used, hv = used_by[m]
-        picks = [
-            Pick(item=items[int(ids[p])], score=float(1 / (1 + np.exp(-lg))),
-                 reason=pick_reason(used, hv, cvec_all[p], engaged_items, popularity[p] > 0))
-            for p, lg in rows if int(ids[p]) in items
-        ]
-        if picks:
-            out[m] = picks
-    phases.append(("reasons", time.perf_counter()))
-    log.debug("recommend_many: %d members, %s", len(member_ids),
-              ", ".join(f"{b[0]} {b[1] - a[1]:.2f}s" for a, b in zip(phases, phases[1:])))
-    return out
-
-
-def _neighbour_rows(
-    hit_code: np.ndarray, hit_sims: np.ndarray, self_code: int, indptr: np.ndarray, e_pos: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`recsys.rank.neighbour_scores` on arrays: ``hit_code``/``hit_sims`` the member codes and
-    similarities of the nearest interactions; ``indptr``/``e_pos`` a CSR of each member's positively
-    engaged item rows. Returns ``(rows, scores)``, each neighbour weighing its best similarity and
-    counting an item once."""
-    ok = (hit_code >= 0) & (hit_code != self_code) & (hit_sims > 0)
-    if not ok.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    hc, hs = hit_code[ok], hit_sims[ok].astype(np.float64)
-    nb, inv = np.unique(hc, return_inverse=True)
-    best = np.zeros(len(nb))
-    np.maximum.at(best, inv, hs)
-    total = best.sum()
-    starts, lens = indptr[nb], indptr[nb + 1] - indptr[nb]
-    n = int(lens.sum())
-    if n == 0 or total <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    offs = np.repeat(starts - np.r_[0, np.cumsum(lens)[:-1]], lens) + np.arange(n)
-    rows, where = np.unique(e_pos[offs], return_inverse=True)
-    return rows, np.bincount(where, weights=np.repeat(best / total, lens), minlength=len(rows))
-
-
-def _names_member(channels: list[dict], member_id: int) -> bool:
-    """Whether any channel's snapshot names the member (then their visibility is not just their roles')."""
-    return any(member_id in ch["visibility"].get("members", []) or member_id in ch["visibility"].get("denied_members", [])
-               for ch in channels)
-
-
-def _single_profiles(
-    member_ids: list[int], used_by: dict[int, tuple[list[Interaction], np.ndarray]], now: float,
-    half_life_days: float, dim: int,
-) -> dict[int, Profile]:
-    """Single-centroid profiles (as :func:`build_profile` with one interest) for many members at once:
-    all rows stacked, decay relative to each member's own latest positive / negative interaction,
-    centroids by one segmented sum (``np.add.at``)."""
-    out: dict[int, Profile] = {}
-    if not member_ids:
-        return out
-    vecs = [used_by[m][1] for m in member_ids]
-    seg = np.repeat(np.arange(len(member_ids)), [len(v) for v in vecs])
-    if len(seg) == 0:
-        return {m: Profile(np.zeros((0, dim), np.float32), np.zeros(0, np.float32)) for m in member_ids}
-    x = np.vstack(vecs).astype(np.float32)
-    w = np.concatenate([[i.weight for i in used_by[m][0]] for m in member_ids]).astype(np.float64)
-    ages = np.clip(np.concatenate([[(now - i.created_at) / 86400.0 for i in used_by[m][0]] for m in member_ids]), 0, None)
-    g = len(member_ids)
-    sums = {}
-    for sign, mask in ((1, w > 0), (-1, w < 0)):
-        min_age = np.full(g, np.inf)
-        np.minimum.at(min_age, seg[mask], ages[mask])
-        dw = np.where(mask, np.abs(w) * np.power(0.5, (ages - np.where(np.isfinite(min_age), min_age, 0)[seg])
-                                                 / float(half_life_days)), 0.0)
-        acc = np.zeros((g, dim), np.float64)
-        np.add.at(acc, seg, dw[:, None] * x)
-        sums[sign] = (acc, np.bincount(seg[mask], minlength=g) > 0)
-    pos, has_pos = sums[1]
-    neg, has_neg = sums[-1]
-    pos_n = _unit(pos)
-    neg_n = _unit(neg)
-    for r, m in enumerate(member_ids):
-        negative = neg_n[r] if has_neg[r] else None
-        if has_pos[r]:
-            out[m] = Profile(pos_n[r : r + 1], np.ones(1, np.float32), negative)
-        else:
-            out[m] = Profile(np.zeros((0, dim), np.float32), np.zeros(0, np.float32), negative)
-    return out
-
-
-def _unit(m: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(m, axis=-1, keepdims=True)
-    return (m / np.where(n > 0, n, 1)).astype(np.float32)

@@ -20,7 +20,7 @@ from recsys.index import KINDS, IndexSet
 from recsys.rank import DEFAULT_RANKER, Ranker
 from recsys.recommend import STATS_TTL_S, GuildStats, Pick, load_stats
 from recsys.recommend import recommend as _recommend
-from recsys.recommend import recommend_many as _recommend_many
+from recsys.batch import recommend_many as _recommend_many
 from recsys.store import Item, Store
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ class Recommender:
     ) -> dict[int, list[Pick]]:
         """:meth:`recommend` for many members of one guild in one batched pass (the daily digest):
         member id -> picks (members with none are left out). ``max_item_share`` caps the share of
-        members one item may go to (see :func:`recsys.recommend.recommend_many`); ``None`` = no cap,
+        members one item may go to (see :func:`recsys.batch.recommend_many`); ``None`` = no cap,
         the same picks as :meth:`recommend` per member. ``depth``: FAISS neighbours per interest vector
         in both indexes (default: :meth:`recommend`'s, 200 items / 100 interactions). Raises ValueError for ``k`` ≤ 0."""
         now = time.time() if now is None else float(now)

@@ -14,7 +14,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -578,6 +578,20 @@ class Store:
                 out[row["id"]] = Item.from_row(row)
         return out
 
+    async def item_quotes(self, item_ids: Iterable[int], width: int = 400) -> dict[int, str]:
+        """Item id -> what a reason quotes for it: its title, else its text (first ``width`` characters);
+        a light read of many items (a digest's reasons), ids not found left out."""
+        ids = list(item_ids)
+        out: dict[int, str] = {}
+        for chunk in _chunks(ids, 500):
+            q = ",".join("?" * len(chunk))
+            rows = await self._fetchall(
+                f"SELECT id, substr(COALESCE(NULLIF(title, ''), text, ''), 1, ?) FROM items WHERE id IN ({q})",
+                [width, *chunk],
+            )
+            out.update((r[0], r[1]) for r in rows)
+        return out
+
     async def items(self, guild_id: int, *, kind: str | None = None, since: float | None = None) -> list[Item]:
         sql, params = "SELECT * FROM items WHERE guild_id = ?", [guild_id]
         if kind:
@@ -859,12 +873,18 @@ class Store:
         self, guild_id: int, member_id: int, picks: Sequence[tuple[int, float, str]], date: str
     ) -> None:
         """Remember that ``picks`` (item id, score, reason) were sent on ``date`` (YYYY-MM-DD)."""
+        await self.record_digest(guild_id, {member_id: picks}, date)
+
+    async def record_digest(
+        self, guild_id: int, picks: Mapping[int, Sequence[tuple[int, float, str]]], date: str
+    ) -> None:
+        """:meth:`record_recommendations` for many members (member id -> picks) in one transaction."""
         now = time.time()
         async with self.transaction():
             await self._db.executemany(
                 "INSERT INTO recommendations_sent (guild_id, member_id, item_id, date, score, reason, created_at) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                [(guild_id, member_id, i, date, s, r, now) for i, s, r in picks],
+                [(guild_id, m, i, date, s, r, now) for m, rows in picks.items() for i, s, r in rows],
             )
 
     async def recommended_item_ids(self, guild_id: int, member_id: int) -> set[int]:

@@ -222,7 +222,7 @@ async def test_batched_picks_match_recommend_and_respect_visibility(rec: Recomme
         one = await rec.recommend(GUILD, m, k=4, now=NOW)
         assert [p.item.id for p in many[m]] == [p.item.id for p in one], m
         assert [p.reason for p in many[m]] == [p.reason for p in one], m
-        np.testing.assert_allclose([p.score for p in many[m]], [p.score for p in one], rtol=1e-9)
+        np.testing.assert_allclose([p.score for p in many[m]], [p.score for p in one], rtol=1e-6)  # float32 rounding
     private_ids = {it.id for it in private}
     assert len(private_ids) == 8
     for m in (1, 2, 3):
