@@ -695,7 +695,9 @@ class Store:
             sql += " AND created_at < ?"
             params.append(before)
         rows = await self._fetchall(sql + " ORDER BY created_at, id", params)
-        return [_interaction(r) for r in rows]
+        if len(rows) < 2000:
+            return [_interaction(r) for r in rows]
+        return await asyncio.to_thread(lambda: [_interaction(r) for r in rows])  # a whole guild: off the loop
 
     async def get_interactions(self, ids: Iterable[int]) -> dict[int, Interaction]:
         out: dict[int, Interaction] = {}
@@ -915,12 +917,16 @@ class Store:
             "FROM items WHERE guild_id = ? ORDER BY id",
             (guild_id,),
         )
-        cols = list(zip(*rows)) if rows else [()] * 6
-        return {
-            "id": np.array(cols[0], np.int64), "created_at": np.array(cols[1], np.float64),
-            "channel_id": np.array(cols[2], np.int64), "author_id": np.array(cols[3], np.int64),
-            "nsfw": np.array(cols[4], bool), "rating": np.array(cols[5], np.float64),
-        }
+
+        def columns() -> dict[str, np.ndarray]:
+            cols = list(zip(*rows)) if rows else [()] * 6
+            return {
+                "id": np.array(cols[0], np.int64), "created_at": np.array(cols[1], np.float64),
+                "channel_id": np.array(cols[2], np.int64), "author_id": np.array(cols[3], np.int64),
+                "nsfw": np.array(cols[4], bool), "rating": np.array(cols[5], np.float64),
+            }
+
+        return await asyncio.to_thread(columns)  # 100k rows take ~0.3 s: off the loop
 
     async def recommendations_on(self, guild_id: int, date: str) -> dict[int, list[tuple[int, float, str]]]:
         """Member id -> ``(item_id, score, reason)`` sent in the guild's digest of ``date`` (YYYY-MM-DD),

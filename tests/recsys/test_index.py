@@ -139,3 +139,18 @@ async def test_guild_indexes_are_separate(store, settings, embedder):
     assert set(rec.indexes.get(2, "item").ids()) == {200, 201, 202, 203}
     assert rec.stats(1)["interaction_vectors"] == 1
     await rec.aclose()
+
+
+def test_matrix_reads_many_vectors_at_once_with_absent_and_removed_ids_zero():
+    rng = np.random.default_rng(6)
+    v = unit(rng, 300)
+    for threshold in (10**6, 100):  # exact, then HNSW with a tombstone
+        idx = VectorIndex(16, model="m", hnsw_threshold=threshold)
+        idx.add(np.arange(300) + 7, v)
+        idx.remove([9])
+        got, present = idx.matrix(np.array([7, 9, 5, 306, 100]))
+        assert present.tolist() == [True, False, False, True, True]
+        np.testing.assert_allclose(got[[0, 3, 4]], v[[0, 299, 93]], atol=1e-6)
+        assert not got[[1, 2]].any()
+    empty, present = VectorIndex(16, model="m").matrix([1, 2])
+    assert empty.shape == (2, 16) and not present.any()

@@ -293,3 +293,54 @@ async def test_a_reason_quotes_only_a_related_interaction(embedder):
     assert pick_reason(used, hv[None, :], related, {}, popular=False) == f"because you wrote about: {wrote}"
     assert pick_reason(used, hv[None, :], unrelated, {}, popular=False) == "new in this server"
     assert pick_reason(used, hv[None, :], unrelated, {}, popular=True) == "popular in this server lately"
+
+
+async def test_reasons_for_many_members_equal_each_member_alone(embedder):
+    """The digest's reasons (all members at once) and /recommend's (one member) are the same function."""
+    from recsys.recommend import pick_reasons, reasons_many
+    from recsys.store import Interaction
+
+    texts = ["How long should an IPA dry hop before bottling?", "ok", "Best glass for a Belgian tripel?",
+             "Mounting an NTFS drive read-write in Ubuntu", "Dry hopping with Citra for five days",
+             "Which glassware suits Belgian ales?", "A chance meeting on a rainy day"]
+    v = embedder.encode(texts)
+
+    def inter(i: int, member: int, kind: str = "authored", weight: float = 1.0) -> Interaction:
+        return Interaction(id=i, guild_id=1, member_id=member, item_id=None, kind=kind, weight=weight,
+                           created_at=0.0, text=texts[i])
+
+    members = [
+        ([inter(0, 1), inter(1, 1), inter(2, 1)], v[[0, 1, 2]], v[[4, 5, 6]], [False, False, True]),
+        ([inter(1, 2)], v[[1]], v[[4]], [False]),  # only a one-word message: quoted when related enough
+        ([], np.zeros((0, v.shape[1]), np.float32), v[[6, 3]], [True, False]),  # cold start
+        ([inter(3, 4, "rated_down", -1.0), inter(2, 4)], v[[3, 2]], v[[3, 5]], [False, False]),
+    ]
+    together = reasons_many(members, {})
+    alone = [pick_reasons(*m[:3], {}, m[3]) for m in members]
+    assert together == alone
+    assert together[0][:2] == [f"because you wrote about: {texts[0]}", f"because you wrote about: {texts[2]}"]
+    assert together[0][2] == "popular in this server lately"
+    assert together[2] == ["popular in this server lately", "new in this server"]
+    assert together[3][0] != f"because you wrote about: {texts[3]}"  # a down-rating is never the reason
+
+
+async def test_batched_picks_do_not_depend_on_the_chunk_size(rec: Recommender, store, monkeypatch):
+    import recsys.batch
+
+    rows = se_beer("brewing", 30)
+    await rec.add_items(make_items(rows[:4], start_id=70_000) + make_items(rows[4:30], start_id=70_100))
+    members = list(range(300, 323))
+    for j, m in enumerate(members):
+        await store.upsert_member(GUILD, m, f"m{m}")
+        await engage(rec, m, make_items(rows[:4], start_id=70_000)[: 1 + j % 4])
+    await rec.flush()
+    whole = await rec.recommend_many(GUILD, members, k=3, now=NOW, max_item_share=0.1)
+    monkeypatch.setattr(recsys.batch, "CHUNK", 4)
+    chunked = await rec.recommend_many(GUILD, members, k=3, now=NOW, max_item_share=0.1)
+    assert {m: [p.item.id for p in ps] for m, ps in chunked.items()} == {
+        m: [p.item.id for p in ps] for m, ps in whole.items()}
+    counts: dict[int, int] = {}
+    for ps in chunked.values():
+        for p in ps:
+            counts[p.item.id] = counts.get(p.item.id, 0) + 1
+    assert max(counts.values()) <= 10 and len(chunked) == len(members)
