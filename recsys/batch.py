@@ -136,14 +136,14 @@ async def recommend_many(
         {i.item_id for used, _ in ranked.used_by.values() for i in used if i.item_id is not None}
     )
     t3 = time.perf_counter()
-    out = await asyncio.to_thread(_with_reasons, ranked, ids, items, quotes)
+    out = await asyncio.to_thread(_with_reasons, ranked, ids, items, quotes, loaded.members)
     log.debug("recommend_many: %d members, loads %.2fs, ranking %.2fs, items %.2fs, reasons %.2fs", len(member_ids),
               t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)
     return out
 
 
 def _with_reasons(
-    ranked: _Ranked, ids: np.ndarray, items: dict[int, Item], quotes: dict[int, str]
+    ranked: _Ranked, ids: np.ndarray, items: dict[int, Item], quotes: dict[int, str], members: dict[int, dict]
 ) -> dict[int, list[Pick]]:
     chosen = {m: [(p, lg) for p, lg in rows if int(ids[p]) in items] for m, rows in ranked.picked.items()}
     chosen = {m: rows for m, rows in chosen.items() if rows}
@@ -151,6 +151,7 @@ def _with_reasons(
         [(*ranked.used_by[m], np.array([ranked.cvec[p] for p, _ in rows]), [bool(ranked.popular[p]) for p, _ in rows])
          for m, rows in chosen.items()],
         quotes,
+        {(m.get("display_name") or "").lower() for m in members.values()} - {""},
     )
     return {
         m: [Pick(item=items[int(ids[p])], score=float(1 / (1 + np.exp(-lg))), reason=r)

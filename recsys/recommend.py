@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recsys.embed import embedding_text
 from recsys.profile import Profile, build_profile
 from recsys.rank import TRENDING_WINDOW_S, Ranker, count_greater_rows, feature_matrix, mmr_rows, neighbour_scores
 from recsys.store import Interaction, Item, Store, channels_visible_to
@@ -105,23 +106,25 @@ def activity_rate(created: list[float]) -> float:
     return (len(created) - 1) / max(max(created) - min(created), 1.0)
 
 
-def _about(inter: Interaction, quote: str | None) -> str:
+def _about(inter: Interaction, quote: str | None, names: Collection[str] = ()) -> str:
     """The text a reason quotes for ``inter``: what the member wrote/asked, else ``quote`` (its item's
-    title or text), whitespace collapsed."""
+    title or text), leading addressees among ``names`` dropped (:func:`recsys.embed.embedding_text`),
+    whitespace collapsed."""
     if inter.kind in ("authored", "requested") and inter.text:
         about = inter.text
     elif quote is not None:
         about = quote
     else:
         about = inter.text
-    return " ".join((about or "").split())
+    return " ".join(embedding_text(about or "", names).split())
 
 
-def reason_for(inter: Interaction, quote: str | None) -> str:
+def reason_for(inter: Interaction, quote: str | None, names: Collection[str] = ()) -> str:
     """One line naming the interaction: "because you replied to: <title or first words>" (whitespace
-    and newlines collapsed, the quote cut to 80 characters); ``quote``: its item's title or text."""
+    and newlines collapsed, the quote cut to 80 characters); ``quote``: its item's title or text;
+    ``names``: the guild's member display names, lower-case (addressees are not quoted)."""
     verb = _VERBS.get(inter.kind, "you engaged with")
-    about = _about(inter, quote)
+    about = _about(inter, quote, names)
     if len(about) > 80:
         about = about[:77].rstrip() + "…"
     return f"because {verb}: {about}"
@@ -135,14 +138,16 @@ def pick_reason(
 
 
 def pick_reasons(
-    used: list[Interaction], hv: np.ndarray, vecs: np.ndarray, quotes: Mapping[int, str], popular: list[bool]
+    used: list[Interaction], hv: np.ndarray, vecs: np.ndarray, quotes: Mapping[int, str], popular: list[bool],
+    names: Collection[str] = (),
 ) -> list[str]:
     """Reasons for one member's picks: :func:`reasons_many` for one member."""
-    return reasons_many([(used, hv, np.atleast_2d(vecs), popular)], quotes)[0]
+    return reasons_many([(used, hv, np.atleast_2d(vecs), popular)], quotes, names)[0]
 
 
 def reasons_many(
-    members: list[tuple[list[Interaction], np.ndarray, np.ndarray, list[bool]]], quotes: Mapping[int, str]
+    members: list[tuple[list[Interaction], np.ndarray, np.ndarray, list[bool]]], quotes: Mapping[int, str],
+    names: Collection[str] = (),
 ) -> list[list[str]]:
     """Reasons for the picks of many members, all at once. Per member ``(used, hv, vecs, popular)``:
     its profile interactions ``used`` with their vectors ``hv (n, dim)``, its picks' vectors
@@ -150,14 +155,15 @@ def reasons_many(
     interaction nearest to it, among the *substantive* ones (quoted text of at least
     ``MIN_REASON_CHARS`` characters) when the member has any, if its cosine reaches
     ``MIN_REASON_SIMILARITY``; else "popular in this server lately" / "new in this server".
-    ``quotes``: item id -> its title or text (:meth:`Store.item_quotes`). Returns one list per member."""
+    ``quotes``: item id -> its title or text (:meth:`Store.item_quotes`); ``names``: the guild's member
+    display names, lower-case (a quote does not start with whom it addressed). Returns one list per member."""
     dim = members[0][2].shape[1] if members else 0
     used = [i for u, _, _, _ in members for i in u]
     u_quote = [quotes.get(i.item_id) if i.item_id is not None else None for i in used]
     u_n = np.array([len(u) for u, _, _, _ in members], np.int64)
     u_seg = np.repeat(np.arange(len(members)), u_n)
     positive = np.array([i.weight > 0 for i in used], bool)
-    long_ = np.array([len(_about(i, q)) >= MIN_REASON_CHARS for i, q in zip(used, u_quote, strict=True)], bool)
+    long_ = np.array([len(_about(i, q, names)) >= MIN_REASON_CHARS for i, q in zip(used, u_quote, strict=True)], bool)
     # the substantive positive interactions when a member has any, else all its positive ones
     has_long = np.bincount(u_seg[positive & long_], minlength=len(members)) > 0
     eligible = positive & (long_ | ~has_long[u_seg])
@@ -188,7 +194,7 @@ def reasons_many(
         for flag in popular:
             u = best_u[c]
             if u >= 0:
-                reasons.append(reason_for(used[u], u_quote[u]))
+                reasons.append(reason_for(used[u], u_quote[u], names))
             else:
                 reasons.append("popular in this server lately" if flag else "new in this server")
             c += 1
@@ -376,7 +382,8 @@ async def recommend(
 
     # 5. reasons
     quotes = await store.item_quotes({i.item_id for i in used if i.item_id is not None})
-    reasons = pick_reasons(used, hv, cvecs[order], quotes, [stats.popularity.get(keep[j].id, 0) > 0 for j in order])
+    names = await store.member_names(guild_id)
+    reasons = pick_reasons(used, hv, cvecs[order], quotes, [stats.popularity.get(keep[j].id, 0) > 0 for j in order], names)
     return [
         Pick(item=keep[j], score=float(1 / (1 + np.exp(-logits[j]))), reason=r)
         for j, r in zip(order, reasons, strict=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.embed import embedding_text
 from recsys.index import KINDS, IndexSet
 from recsys.rank import DEFAULT_RANKER, Ranker
 from recsys.recommend import STATS_TTL_S, GuildStats, Pick, load_stats
@@ -36,7 +37,8 @@ EMBED_CHUNK = 512  # texts per encode call from the queue (the model batches the
 
 
 def item_text(item: Item) -> str:
-    """What an item's vector is made from: title and text (as ``Store.missing_embeddings``)."""
+    """What an item's vector is made from: title and text (as ``Store.missing_embeddings``), before
+    :func:`recsys.embed.embedding_text`."""
     return f"{item.title}\n{item.text}" if item.title else item.text
 
 
@@ -61,6 +63,7 @@ class Recommender:
         self._locks: dict[int, asyncio.Lock] = {}
         self._recent_vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # see _encode_reusing
         self._stats: dict[int, GuildStats] = {}
+        self._names: dict[int, tuple[int, frozenset[str]]] = {}  # guild -> (member count, display names)
         self._error: BaseException | None = None
         self.start_report: dict[tuple[int, str], str] = {}
 
@@ -137,7 +140,8 @@ class Recommender:
                 self._error = err
 
     async def _embed_batch(self, batch: list[tuple[str, int, int, str]]) -> None:
-        vecs = await self._encode_reusing([text for _, _, _, text in batch])
+        names = {gid: await self._member_names(gid) for gid in {r[2] for r in batch}}
+        vecs = await self._encode_reusing([embedding_text(text, names[gid]) for _, _, gid, text in batch])
         async with self._write_lock():
             for owner in KINDS:
                 rows = [(i, r) for i, r in enumerate(batch) if r[0] == owner]
@@ -157,6 +161,15 @@ class Recommender:
                 for gid, pos in by_guild.items():
                     index = self.indexes.get(gid, owner)
                     await asyncio.to_thread(index.add, [ids[p] for p in pos], vecs[sel[pos]])
+
+    async def _member_names(self, guild_id: int) -> frozenset[str]:
+        """The guild's member display names, lower-case (for :func:`recsys.embed.embedding_text`),
+        re-read when its member count changes."""
+        count = await self.store.member_count(guild_id)
+        cached = self._names.get(guild_id)
+        if cached is None or cached[0] != count:
+            cached = self._names[guild_id] = (count, frozenset(await self.store.member_names(guild_id)))
+        return cached[1]
 
     async def _encode_reusing(self, texts: list[str]) -> np.ndarray:
         """Encode ``texts`` once each: duplicates within the batch and texts met in the last

@@ -463,6 +463,15 @@ class Store:
         rows = await self._fetchall("SELECT * FROM members WHERE guild_id = ? ORDER BY user_id", (guild_id,))
         return [_member(r) for r in rows]
 
+    async def member_count(self, guild_id: int) -> int:
+        (n,) = await self._fetchone("SELECT COUNT(*) FROM members WHERE guild_id = ?", (guild_id,))
+        return int(n)
+
+    async def member_names(self, guild_id: int) -> set[str]:
+        """The guild's member display names, lower-case (empty names left out)."""
+        rows = await self._fetchall("SELECT DISTINCT display_name FROM members WHERE guild_id = ?", (guild_id,))
+        return {r[0].lower() for r in rows if r[0]}
+
     async def find_members(self, name: str, guild_id: int | None = None) -> list[dict[str, Any]]:
         """Members whose display name equals ``name`` (case-insensitive), or whose user id is ``name``."""
         sql = "SELECT * FROM members WHERE (lower(display_name) = lower(?) OR CAST(user_id AS TEXT) = ?)"

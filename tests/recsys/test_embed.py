@@ -39,3 +39,19 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 async def test_load_embedder_from_settings(settings):
     e = await load_embedder(settings.recsys)
     assert (e.name, e.dim) == ("all-MiniLM-L6-v2", 384)
+
+
+def test_embedding_text_drops_addressees_so_replies_embed_by_what_they_say(embedder):
+    """Real ubuntu_irc lines: two unrelated replies to similar nicks look alike until the nicks go."""
+    from recsys.embed import embedding_text
+
+    names = {"eager_tapir279", "eager_marten004", "thomas"}
+    a, b = "eager_tapir279 here?", "eager_marten004, thats what I figured, just making sure :)"
+    assert embedding_text(b, names) == "thats what I figured, just making sure :)"
+    assert embedding_text("@Thomas <@1012> that is off topic", names) == "that is off topic"
+    assert embedding_text("<@123> look at <#55>", names).split() == ["look", "at"]
+    assert embedding_text("Note: the package is broken", names) == "Note: the package is broken"  # not a member
+    assert embedding_text("eager_tapir279", names) == "eager_tapir279"  # nothing else: kept whole
+    raw = embedder.encode([a, b])
+    clean = embedder.encode([embedding_text(a, names), embedding_text(b, names)])
+    assert float(raw[0] @ raw[1]) > 0.5 > 0.2 > float(clean[0] @ clean[1])

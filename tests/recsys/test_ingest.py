@@ -159,6 +159,16 @@ async def test_one_ubuntu_irc_file(recommender: Recommender, store: Store):
     assert {t for _, t, _ in expected_replies} <= items  # replied-to messages are items however short
     await recommender.flush()
     assert recommender.stats(gid)["item_vectors"] == len(items)
+    # a reply addressed "nick: …" is embedded by what it says, not by whom it addresses
+    names = {(m["author"].get("nickname") or m["author"]["name"]).lower() for m in raw["messages"]}
+    addressed = [m for m in raw["messages"] if int(m["id"]) in items and ": " in m["content"]
+                 and m["content"].split(": ")[0].lower() in names and m["content"].split(": ")[1][:1].isalpha()
+                 and m["content"].split(": ")[1].split()[0].rstrip(":,").lower() not in names]
+    assert len(addressed) > 100
+    m = addressed[0]
+    stored = recommender.indexes.get(gid, "item").vectors([int(m["id"])])[int(m["id"])]
+    said = m["content"].split(": ", 1)[1]
+    np.testing.assert_allclose(stored, recommender.embedder.encode([said])[0], atol=1e-5)
     again = await import_exports(recommender, [path], progress=False)
     assert (again.items, again.interactions, again.members) == (0, 0, 0)
 
