@@ -309,9 +309,12 @@ async def recommend(
     now: float,
     exclude_sent: bool = False,
     max_interests: int = DEFAULT_MAX_INTERESTS,
+    names: Collection[str] | None = None,
 ) -> list[Pick]:
     """Top ``k`` picks for ``member_id`` in ``guild_id`` at ``now`` (UNIX s). See the module doc;
-    :func:`recsys.batch.recommend_many` is the same ranking for many members at once."""
+    :func:`recsys.batch.recommend_many` is the same ranking for many members at once. ``names``: the
+    guild's member display names, lower-case, for the reasons' quotes (read from the store when
+    ``None``; the facade keeps them cached)."""
     item_index = indexes.get(guild_id, "item")
     inter_index = indexes.get(guild_id, "interaction")
     window_start = now - settings.repeat_window_days * 86400.0
@@ -382,7 +385,7 @@ async def recommend(
 
     # 5. reasons
     quotes = await store.item_quotes({i.item_id for i in used if i.item_id is not None})
-    names = await store.member_names(guild_id)
+    names = await store.member_names(guild_id) if names is None else names
     reasons = pick_reasons(used, hv, cvecs[order], quotes, [stats.popularity.get(keep[j].id, 0) > 0 for j in order], names)
     return [
         Pick(item=keep[j], score=float(1 / (1 + np.exp(-logits[j]))), reason=r)

@@ -286,7 +286,7 @@ class Recommender:
         stats = await self._guild_stats(guild_id, now)
         return await _recommend(
             self.store, self.indexes, self.settings.recsys, self.rankers.get(guild_id, DEFAULT_RANKER), stats,
-            guild_id, member_id, k=k, now=now, exclude_sent=exclude_sent,
+            guild_id, member_id, k=k, now=now, exclude_sent=exclude_sent, names=await self._member_names(guild_id),
         )
 
     async def _guild_stats(self, guild_id: int, now: float) -> GuildStats:
