@@ -25,22 +25,21 @@ from scipy import sparse
 
 from recsys.profile import MIN_PER_INTEREST, Profile, build_profile, similarity_rows
 from recsys.recommend import (
-    _NOT_PROFILE,
     CANDIDATES_PER_INTEREST,
     DEFAULT_MAX_INTERESTS,
-    MMR_POOL,
     NEIGHBOUR_HITS,
+    NOT_PROFILE,
     GuildStats,
     Pick,
-    _active,
-    _guild_candidates,
-    _last_seen,
-    _profile_rows,
-    _seen,
+    active_time,
     choose_rows,
+    guild_candidates,
+    latest_activity,
     order_rows,
-    reasons_many,
+    profile_interactions,
     rank_rows,
+    reasons_many,
+    seen_items,
     visible_from_snapshot,
 )
 from recsys.store import Interaction, Item, Store
@@ -53,8 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_ITEM_CAP = 10  # recommend_many's per-item cap is never below this many members
-# Members ranked together: memory is about CHUNK × candidates × dim × 4 bytes for their vectors
-# (≈ 120 MB at 600 candidates of 384-d); 128 already amortises numpy's per-call cost.
+# Members ranked together: a chunk's arrays are CHUNK × candidates (≈ 600) × 10 features float64
+# (≈ 6 MB), plus the vectors of its personal candidates and MMR pools (≈ 30 MB at 384-d); 128
+# already amortises numpy's per-call cost. Chunks are scored by SCORING_THREADS worker threads.
 CHUNK = 128
 SCORING_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
 
@@ -121,7 +121,7 @@ async def recommend_many(
         nsfw_ok=bool(guild.get("nsfw_allowed")),
         opted=await store.opted_out_ids(guild_id),
         sent_by=await store.recommended_by_member(guild_id, None if exclude_sent else window_start),
-        shared=await _guild_candidates(store, stats, guild_id, now),
+        shared=await guild_candidates(store, stats, guild_id, now),
     )
     t1 = time.perf_counter()
     ranked = await asyncio.to_thread(
@@ -206,7 +206,7 @@ def _rank_many(
 
     # item-table columns every member shares
     created = table["created_at"]
-    active = _active(created, np.array([stats.last_active.get(i, 0.0) for i in ids.tolist()], np.float64), now)
+    active = active_time(created, np.array([stats.last_active.get(i, 0.0) for i in ids.tolist()], np.float64), now)
     popularity = np.array([stats.popularity.get(i, 0) for i in ids.tolist()], np.float64)
     trending = np.array([stats.trending.get(i, 0) for i in ids.tolist()], np.float64)
     chan = table["channel_id"]
@@ -220,7 +220,7 @@ def _rank_many(
     # positive engagements as a CSR matrix member code -> item rows (the neighbourhood signal)
     code = {m: c for c, m in enumerate(sorted(set(owner_of.values())))}
     pairs = np.array(sorted({(code[i.member_id], i.item_id) for i in inters
-                             if i.item_id is not None and i.weight > 0 and i.kind not in _NOT_PROFILE
+                             if i.item_id is not None and i.weight > 0 and i.kind not in NOT_PROFILE
                              and i.created_at < now}), np.int64).reshape(-1, 2)
     e_rows = _rows_of(ids, pairs[:, 1])
     e_member, e_rows = pairs[:, 0][e_rows >= 0], e_rows[e_rows >= 0]
@@ -278,7 +278,7 @@ def _rank_many(
     seen_member: list[int] = []
     seen_item: list[int] = []
     for b, m in enumerate(member_ids):
-        its = _seen(history.get(m, []), window_start) | loaded.sent_by.get(m, set())
+        its = seen_items(history.get(m, []), window_start) | loaded.sent_by.get(m, set())
         seen_member += [b] * len(its)
         seen_item += its
     seen_rows = _rows_of(ids, np.array(seen_item, np.int64))
@@ -286,7 +286,7 @@ def _rank_many(
     chan_ids, chan_of = np.unique(chan, return_inverse=True)
     visibility, vis_class = _visibility(guild_id, loaded, member_ids, chan_ids)
     mids = np.array(member_ids, np.int64)
-    seen_at = [_last_seen(history.get(m, [])) for m in member_ids]
+    seen_at = [latest_activity(history.get(m, [])) for m in member_ids]
     last_seen = np.array([-np.inf if t is None else t for t in seen_at], np.float64)
     phases.append(("vectors", time.perf_counter()))
 
@@ -377,7 +377,7 @@ def _profiles(
     """Every member's profile: the vector of the item each interaction engaged with, else the
     interaction's own; single-centroid profiles built together (:func:`_single_profiles`), members
     with enough history for several interests through :func:`build_profile`."""
-    prof_rows = {m: _profile_rows(history.get(m, [])) for m in member_ids}
+    prof_rows = {m: profile_interactions(history.get(m, [])) for m in member_ids}
     need_items = sorted({i.item_id for rows in prof_rows.values() for i in rows if i.item_id is not None})
     item_vecs, present = item_index.matrix(need_items)
     item_at = {iid: r for r, iid in enumerate(need_items) if present[r]}

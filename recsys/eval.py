@@ -51,11 +51,11 @@ from recsys.rank import (
     FEATURES,
     TRENDING_WINDOW_S,
     Ranker,
+    count_greater,
     feature_matrix,
     fit_ranker,
     mmr,
     neighbour_scores,
-    count_greater,
 )
 from recsys.recommend import DEFAULT_MAX_INTERESTS, MMR_POOL, NEIGHBOUR_HITS
 from recsys.store import DEFAULT_WEIGHTS

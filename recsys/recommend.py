@@ -52,7 +52,7 @@ MIN_REASON_CHARS = 20  # a reason quotes an interaction at least this long when 
 # sentences mostly score under ~0.2 with this model, so quoting one as "because you wrote about"
 # would mislead; the pick is then explained by what drove it instead (popular / new).
 MIN_REASON_SIMILARITY = 0.3
-_NOT_PROFILE = {"recommended", "viewed"}
+NOT_PROFILE = {"recommended", "viewed"}
 _VERBS = {
     "authored": "you wrote about",
     "replied": "you replied to",
@@ -151,10 +151,10 @@ def reasons_many(
 ) -> list[list[str]]:
     """Reasons for the picks of many members, all at once. Per member ``(used, hv, vecs, popular)``:
     its profile interactions ``used`` with their vectors ``hv (n, dim)``, its picks' vectors
-    ``vecs (k, dim)`` (2-D, the same ``dim`` for every member) and whether each pick is popular. A pick's reason quotes the member's positive
-    interaction nearest to it, among the *substantive* ones (quoted text of at least
-    ``MIN_REASON_CHARS`` characters) when the member has any, if its cosine reaches
-    ``MIN_REASON_SIMILARITY``; else "popular in this server lately" / "new in this server".
+    ``vecs (k, dim)`` (2-D, the same ``dim`` for every member) and whether each pick is popular.
+    A pick's reason quotes the member's positive interaction nearest to it, among the *substantive*
+    ones (quoted text of at least ``MIN_REASON_CHARS`` characters) when the member has any, if its
+    cosine reaches ``MIN_REASON_SIMILARITY``; else "popular in this server lately" / "new in this server".
     ``quotes``: item id -> its title or text (:meth:`Store.item_quotes`); ``names``: the guild's member
     display names, lower-case (a quote does not start with whom it addressed). Returns one list per member."""
     dim = members[0][2].shape[1] if members else 0
@@ -223,7 +223,7 @@ def _eligible(
     )
 
 
-def _active(created: np.ndarray, last_active: np.ndarray, now: float) -> np.ndarray:
+def active_time(created: np.ndarray, last_active: np.ndarray, now: float) -> np.ndarray:
     """An item's last activity: its creation or its latest interaction up to ``now``."""
     return np.maximum(created, np.minimum(last_active, now))
 
@@ -282,16 +282,21 @@ def order_rows(logits: np.ndarray) -> np.ndarray:
     return np.argsort(-logits, axis=1, kind="stable")
 
 
-def _profile_rows(history: list[Interaction]) -> list[Interaction]:
-    return [i for i in history if i.kind not in _NOT_PROFILE and i.weight != 0]
+def profile_interactions(history: list[Interaction]) -> list[Interaction]:
+    """The interactions a profile is built from: weighted, and not ones the member was only shown."""
+    return [i for i in history if i.kind not in NOT_PROFILE and i.weight != 0]
 
 
-def _seen(history: list[Interaction], window_start: float) -> set[int]:
+def seen_items(history: list[Interaction], window_start: float) -> set[int]:
+    """Items the member must not be recommended: every item they interacted with, and those
+    recommended to them since ``window_start`` (UNIX s)."""
     return {i.item_id for i in history
             if i.item_id is not None and (i.kind != "recommended" or i.created_at >= window_start)}
 
 
-def _last_seen(history: list[Interaction]) -> float | None:
+def latest_activity(history: list[Interaction]) -> float | None:
+    """The member's latest interaction time (UNIX s; being shown a recommendation does not count),
+    ``None`` when they have none."""
     acts = [i.created_at for i in history if i.kind != "recommended"]
     return max(acts) if acts else None
 
@@ -321,10 +326,10 @@ async def recommend(
 
     # 1. profile
     history = [i for i in await store.interactions(guild_id, member_id) if i.created_at <= now]
-    seen = _seen(history, window_start)
+    seen = seen_items(history, window_start)
     seen |= await (store.recommended_item_ids(guild_id, member_id) if exclude_sent
                    else store.recommended_since(guild_id, member_id, window_start))
-    prof_rows = _profile_rows(history)
+    prof_rows = profile_interactions(history)
     item_vecs = await asyncio.to_thread(item_index.vectors, {i.item_id for i in prof_rows if i.item_id is not None})
     inter_vecs = await asyncio.to_thread(inter_index.vectors, [i.id for i in prof_rows])
     used: list[Interaction] = []
@@ -362,7 +367,7 @@ async def recommend(
             engaged.setdefault(m, set()).add(item_id)
         neigh = neighbour_scores(hm, hs, engaged, member_id)
         cand.update(sorted(neigh, key=lambda i: (-neigh[i], i))[:CANDIDATES_PER_INTEREST])
-    cand.update(await _guild_candidates(store, stats, guild_id, now))
+    cand.update(await guild_candidates(store, stats, guild_id, now))
     cand -= seen
 
     # 3. filters
@@ -380,7 +385,7 @@ async def recommend(
     # 4. rank
     cvecs, _ = await asyncio.to_thread(item_index.matrix, [it.id for it in keep])
     logits, order = await asyncio.to_thread(
-        _rank_one, ranker, keep, cvecs, profile, neigh, stats, _last_seen(history), now, k, settings.mmr_lambda
+        _rank_one, ranker, keep, cvecs, profile, neigh, stats, latest_activity(history), now, k, settings.mmr_lambda
     )
 
     # 5. reasons
@@ -405,7 +410,7 @@ def _rank_one(
     logits = rank_rows(
         ranker, valid=valid, content=profile.similarity(cvecs)[None],
         neighbour=np.array([[neigh.get(it.id, 0.0) for it in keep]], np.float64),
-        created=created, active=_active(created, last_active, now),
+        created=created, active=active_time(created, last_active, now),
         popularity=np.array([[stats.popularity.get(it.id, 0) for it in keep]], np.float64),
         trending=np.array([[stats.trending.get(it.id, 0) for it in keep]], np.float64),
         rating=np.array([[it.rating for it in keep]], np.float64),
@@ -415,7 +420,7 @@ def _rank_one(
     return logits[0], [int(j) for j in picks[0] if j >= 0]
 
 
-async def _guild_candidates(store: Store, stats: GuildStats, guild_id: int, now: float) -> set[int]:
+async def guild_candidates(store: Store, stats: GuildStats, guild_id: int, now: float) -> set[int]:
     """Candidates every member gets: the newest, trending, most engaged-with and most recently active items."""
     cand = {it.id for it in await store.recent_items(guild_id, FRESH_CANDIDATES, before=now)}
     cand.update(sorted(stats.trending, key=stats.trending.get, reverse=True)[:POPULAR_CANDIDATES])

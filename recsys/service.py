@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.batch import recommend_many as _recommend_many
 from recsys.embed import embedding_text
 from recsys.index import KINDS, IndexSet
 from recsys.rank import DEFAULT_RANKER, Ranker
 from recsys.recommend import STATS_TTL_S, GuildStats, Pick, load_stats
 from recsys.recommend import recommend as _recommend
-from recsys.batch import recommend_many as _recommend_many
 from recsys.store import Item, Store
 
 if TYPE_CHECKING:
