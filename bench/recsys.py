@@ -8,6 +8,8 @@
    interactions per member; :func:`recsys.digest.daily_picks` (recorded, not a dry run; one batched
    pass, :func:`recsys.recommend.recommend_many`) is timed for all members subscribed (``--sample N``
    subscribes N and extrapolates) next to the per-member ``recommend`` path on 20 members (target ≤ 15 s).
+   While it runs, every event-loop callback is timed (``bench.bot.CallbackClock``): the longest one
+   is how long a bot running the digest stops answering (target ≤ 100 ms, as ``bench.bot``).
 3. ``/recommend`` latency for one member on that guild: p50 / p99 over ``--repeats`` calls.
 4. Offline quality: Campfire's NDCG@10 ÷ the best baseline's on se_beer, ``time`` and ``static``
    protocols (:func:`recsys.eval.evaluate`; target ≥ 1 under ``time``).
@@ -107,7 +109,7 @@ async def _build_guild(store, embedder, *, members: int, items: int, per_member:
                  for i in range(s, min(items, s + batch))]
         await store.upsert_items(chunk)
         await store.put_embeddings("item", ids[s : s + batch].tolist(), [gid] * len(chunk), vecs[s : s + batch],
-                                   embedder.name)
+                                   embedder.key)
     rows, row_items = [], []
     for m in range(members):
         fav = rng.integers(0, 200, 2)
@@ -122,8 +124,11 @@ async def _build_guild(store, embedder, *, members: int, items: int, per_member:
     for s in range(0, len(rows), 20_000):
         new_ids += await store.add_interactions(rows[s : s + 20_000])
     # interaction vectors = their item's vector (as the facade would embed the same text)
-    await store.put_embeddings("interaction", new_ids, [gid] * len(new_ids), vecs[np.array(row_items)], embedder.name)
+    await store.put_embeddings("interaction", new_ids, [gid] * len(new_ids), vecs[np.array(row_items)], embedder.key)
     return gid
+
+
+from bench.bot import CallbackClock  # noqa: E402
 
 
 async def bench_scale(embedder, *, members: int, items: int, sample: int, repeats: int, seed: int = 7) -> dict:
@@ -161,9 +166,18 @@ async def bench_scale(embedder, *, members: int, items: int, sample: int, repeat
             for m in subscribed[:20]:
                 await rec.recommend(gid, int(m), exclude_sent=True)
             loop_per_member = (time.perf_counter() - t0) / min(20, len(subscribed))
+            clock = CallbackClock()  # what the digest costs the event loop (a bot keeps serving meanwhile)
+            clock.install()
+            clock.exclude = asyncio.current_task()
+            clock.on = True
             t0 = time.perf_counter()
-            result = await daily_picks(rec, gid, time.strftime("%Y-%m-%d"), dry_run=False)
+            try:
+                result = await daily_picks(rec, gid, time.strftime("%Y-%m-%d"), dry_run=False)
+            finally:
+                clock.on = False
+                clock.uninstall()
             picks_s = time.perf_counter() - t0
+            wall, cpu = clock.take()
             sent = await store.count("recommendations_sent")
             await rec.aclose()
     per_member = picks_s / len(subscribed)
@@ -173,6 +187,8 @@ async def bench_scale(embedder, *, members: int, items: int, sample: int, repeat
         "index_load_s": round(index_s, 1), "item_index": stats.get("item_index"),
         "sampled_members": len(subscribed), "members_with_picks": len(result), "picks_recorded": sent,
         "daily_picks_s": round(picks_s, 2), "ms_per_member": round(per_member * 1000, 2),
+        "digest_loop_block_max_ms": round(max(wall, default=0) * 1000, 1),
+        "digest_loop_block_max_cpu_ms": round(max(cpu, default=0) * 1000, 1), "digest_worst_callback": clock.worst_cpu,
         "daily_picks_all_members_s": round(per_member * members, 1),
         "extrapolated": len(subscribed) < members,
         "per_member_loop_ms": round(loop_per_member * 1000, 1),
@@ -299,6 +315,8 @@ def main() -> None:
               f"{s['sampled_members']}); per-member loop {s['per_member_loop_ms']} ms/member = "
               f"{s['batched_speedup']}× slower than the batched digest")
         print(f"/recommend p50 {s['recommend_p50_ms']} ms, p99 {s['recommend_p99_ms']} ms")
+        print(f"digest  longest event-loop block {s['digest_loop_block_max_ms']} ms "
+              f"({s['digest_loop_block_max_cpu_ms']} ms CPU): {s['digest_worst_callback']}")
     for proto, q in out.get("quality", {}).items():
         print(f"quality [{proto}] campfire NDCG@10 {q['campfire_ndcg10']} ÷ {q['best_baseline']} "
               f"{q['best_baseline_ndcg10']} = {q['ratio']}")

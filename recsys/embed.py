@@ -26,6 +26,9 @@ PACKAGED_NAME = "all-MiniLM-L6-v2"
 # Characters kept per text before tokenising: the model reads at most 256 word pieces
 # (≈ 1,000–1,500 characters of English), so longer input only costs tokeniser time.
 MAX_CHARS = 2000
+# Version of how a text is prepared before embedding (:func:`embedding_text`); part of every stored
+# vector's key (:attr:`Embedder.key`), so changing the preparation re-embeds, as a model change does.
+TEXT_PREP = "text2"
 
 
 class EmbedderNotFound(RuntimeError):
@@ -69,7 +72,8 @@ class Embedder:
 
     ``model_path``: a local sentence-transformers folder; ``None``/empty = the packaged
     all-MiniLM-L6-v2. ``batch_size``: texts per forward pass. Loading takes ≈ 1–2 s on CPU.
-    Raises :class:`EmbedderNotFound` when the folder does not exist.
+    Raises :class:`EmbedderNotFound` when the folder does not exist. ``name``: the model's name;
+    ``key``: what stored vectors are labelled with (model and :data:`TEXT_PREP`).
     """
 
     def __init__(self, model_path: str | Path | None = None, batch_size: int = 64, device: str | None = "cpu"):
@@ -89,6 +93,7 @@ class Embedder:
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = getter()
         self.dim: int = int(dim) if dim else int(self.model.encode(["x"]).shape[1])
+        self.key = f"{self.name}+{TEXT_PREP}"
         # one forward pass at a time: torch already uses every core for one batch
         self._lock = threading.Lock()
 

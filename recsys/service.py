@@ -52,7 +52,7 @@ class Recommender:
         self.embedder = embedder
         self.settings = settings
         self.indexes = IndexSet(
-            settings.index_dir, dim=embedder.dim, model=embedder.name, hnsw_threshold=settings.recsys.hnsw_threshold
+            settings.index_dir, dim=embedder.dim, model=embedder.key, hnsw_threshold=settings.recsys.hnsw_threshold
         )
         self.rankers: dict[int, Ranker] = {}
         # rows waiting for embedding: (owner, id, guild_id, text). A plain deque and a worker task
@@ -72,7 +72,7 @@ class Recommender:
         """Load every guild's indexes, rebuilding from stored vectors when missing, stale or corrupt,
         and queue whatever lacks a vector from the current model (new rows, or a model change).
         Returns ``{(guild_id, kind): "loaded" | "rebuilt (…)"}``."""
-        model = self.embedder.name
+        model = self.embedder.key
         for guild in await self.store.list_guilds():
             gid = guild["id"]
             for kind in KINDS:
@@ -154,7 +154,7 @@ class Recommender:
                 sel = np.array([i for i, _ in rows])
                 ids = [r[1] for _, r in rows]
                 gids = [r[2] for _, r in rows]
-                await self.store.put_embeddings(owner, ids, gids, vecs[sel], self.embedder.name)
+                await self.store.put_embeddings(owner, ids, gids, vecs[sel], self.embedder.key)
                 by_guild: dict[int, list[int]] = {}
                 for pos, (_, r) in enumerate(rows):
                     by_guild.setdefault(r[2], []).append(pos)
@@ -203,7 +203,7 @@ class Recommender:
         stored = await self.store.existing_ids("item", [it.id for it in items])
         if changed:
             await self._drop_vectors("item", changed)
-        done = await self.store.embedded_ids("item", [it.id for it in items], self.embedder.name)
+        done = await self.store.embedded_ids("item", [it.id for it in items], self.embedder.key)
         queued = {(o, i) for o, i, _, _ in self._pending} if self._pending else set()
         for it in items:
             if it.id in stored and it.id not in done and ("item", it.id) not in queued:

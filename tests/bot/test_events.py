@@ -24,7 +24,7 @@ async def test_message_becomes_item_with_authored_interaction_and_is_embedded(bo
     inter = await bot.store.interactions(bot.guild.id, bot.member.id)
     assert [(i.kind, i.item_id, i.source_id) for i in inter] == [("authored", msg.id, msg.id)]
     # embedding was queued through the Recommender and done off the loop: the vector is stored
-    assert msg.id in await bot.store.embeddings_for("item", [msg.id], bot.recommender.embedder.name)
+    assert msg.id in await bot.store.embeddings_for("item", [msg.id], bot.recommender.embedder.key)
     member = await bot.store.get_member(bot.guild.id, bot.member.id)
     assert member is not None and member["display_name"] == bot.member.display_name
 
@@ -64,7 +64,7 @@ async def test_edit_updates_and_delete_removes_the_item(bot):
     await bot.flush()
     assert (await bot.store.get_item(msg.id)).text == edited
     # re-embedded after the edit
-    assert msg.id in await bot.store.embeddings_for("item", [msg.id], bot.recommender.embedder.name)
+    assert msg.id in await bot.store.embeddings_for("item", [msg.id], bot.recommender.embedder.key)
     await bot.delete(msg)
     await bot.flush()
     assert await bot.store.get_item(msg.id) is None

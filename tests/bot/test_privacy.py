@@ -72,7 +72,7 @@ async def test_forget_after_confirmation_leaves_no_rows_or_vectors(bot):
     assert await h.store.get_items(mine[a]) == {}
     # their interactions and the interactions on their items are gone, with every vector
     assert all(i.member_id != a and i.item_id not in mine[a] for i in await h.store.interactions(h.guild.id))
-    ids, _ = await h.store.get_embeddings("item", h.guild.id, h.recommender.embedder.name)
+    ids, _ = await h.store.get_embeddings("item", h.guild.id, h.recommender.embedder.key)
     assert not set(ids.tolist()) & set(mine[a])
     stats = h.recommender.stats(h.guild.id)
     assert stats["item_vectors"] == stats_before["item_vectors"] - 2

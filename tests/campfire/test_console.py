@@ -110,7 +110,7 @@ async def test_chat_turn_and_story_on_the_real_model(services: Services):
     assert out.count("rated down:") == 2 and "rated up:" in out
     # … and embedded for the recommender
     await services.recommender.flush()
-    vectors = await services.store.embeddings_for("item", [item.id], services.recommender.embedder.name)
+    vectors = await services.store.embeddings_for("item", [item.id], services.recommender.embedder.key)
     assert vectors[item.id].shape == (384,)
 
 

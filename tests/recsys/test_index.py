@@ -111,21 +111,22 @@ async def test_rebuilt_when_missing_stale_or_corrupt(store, settings, embedder):
     await rec.aclose()
 
 
-async def test_model_change_triggers_re_embedding(store, settings, embedder):
+@pytest.mark.parametrize("old", ["old-model", "all-MiniLM-L6-v2"])  # another model; the same before TEXT_PREP
+async def test_model_or_text_preparation_change_triggers_re_embedding(store, settings, embedder, old):
     rec = Recommender(store, embedder, settings)
     await rec.start()
     await _seed(rec, store, 1, 100)
     await rec.aclose()
-    # pretend the stored vectors came from another model
-    ids, vecs = await store.get_embeddings("item", 1, embedder.name)
-    await store.put_embeddings("item", ids, [1] * len(ids), np.roll(vecs, 1, axis=1), "old-model")
-    assert await store.embedding_count("item", 1, embedder.name) == 0
+    # pretend the stored vectors came from another model, or from the text preparation before
+    ids, vecs = await store.get_embeddings("item", 1, embedder.key)
+    await store.put_embeddings("item", ids, [1] * len(ids), np.roll(vecs, 1, axis=1), old)
+    assert await store.embedding_count("item", 1, embedder.key) == 0
     rec = Recommender(store, embedder, settings)
     report = await rec.start()
     assert report[(1, "item")] != "loaded"
     await rec.flush()
-    assert await store.embedding_count("item", 1, embedder.name) == 4
-    assert await store.embedding_count("item", 1, "old-model") == 0
+    assert await store.embedding_count("item", 1, embedder.key) == 4
+    assert await store.embedding_count("item", 1, old) == 0
     assert rec.stats(1)["item_vectors"] == 4
     await rec.aclose()
 

@@ -50,7 +50,7 @@ async def _snapshot(rec: Recommender) -> dict:
 async def _index_matches_store(rec: Recommender, guild_id: int) -> None:
     """Every stored vector is in the FAISS index and nothing else is."""
     for kind in ("item", "interaction"):
-        ids = await rec.store.embedding_ids(kind, guild_id, rec.embedder.name)
+        ids = await rec.store.embedding_ids(kind, guild_id, rec.embedder.key)
         assert np.array_equal(np.sort(rec.indexes.get(guild_id, kind).ids()), ids), kind
 
 
@@ -108,12 +108,12 @@ async def test_reimport_changes_nothing(recommender: Recommender):
     folder = shared_data("chat", "dce_example_guild")
     first = await import_exports(recommender, [folder], progress=False)
     before = await _snapshot(recommender)
-    vec_before = await recommender.store.get_embeddings("item", GUILD, recommender.embedder.name)
+    vec_before = await recommender.store.get_embeddings("item", GUILD, recommender.embedder.key)
     again = await import_exports(recommender, [folder], progress=False)
     assert first.items > 0 and first.interactions > 0 and first.members == 4
     assert (again.items, again.interactions, again.members, again.errors) == (0, 0, 0, [])
     assert await _snapshot(recommender) == before
-    vec_after = await recommender.store.get_embeddings("item", GUILD, recommender.embedder.name)
+    vec_after = await recommender.store.get_embeddings("item", GUILD, recommender.embedder.key)
     assert np.array_equal(vec_before[0], vec_after[0]) and np.array_equal(vec_before[1], vec_after[1])
 
 

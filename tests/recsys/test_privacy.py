@@ -48,15 +48,15 @@ async def test_forget_removes_rows_and_vectors(store, settings, embedder):
     assert await store.get_member(G, ALICE) is None
     assert (await rec.export_user(ALICE))["interactions"] == []
     # SQLite: no vector left for any of her rows
-    item_ids, _ = await store.get_embeddings("item", G, embedder.name)
-    inter_ids, _ = await store.get_embeddings("interaction", G, embedder.name)
+    item_ids, _ = await store.get_embeddings("item", G, embedder.key)
+    inter_ids, _ = await store.get_embeddings("interaction", G, embedder.key)
     assert sorted(item_ids.tolist()) == [BOB * 100, BOB * 100 + 1]
     bob_inters = {i.id for i in await store.interactions(G, BOB)}
     assert set(inter_ids.tolist()) == bob_inters and len(bob_inters) == 2  # bob's reply went with her item
     # FAISS, in memory and on disk
     assert set(rec.indexes.get(G, "item").ids().tolist()) == {BOB * 100, BOB * 100 + 1}
     assert set(rec.indexes.get(G, "interaction").ids().tolist()) == bob_inters
-    on_disk = VectorIndex.load(settings.index_dir / str(G) / "item.faiss", dim=embedder.dim, model=embedder.name,
+    on_disk = VectorIndex.load(settings.index_dir / str(G) / "item.faiss", dim=embedder.dim, model=embedder.key,
                                hnsw_threshold=10**6)
     assert set(on_disk.ids().tolist()) == {BOB * 100, BOB * 100 + 1}
     # her text is no longer findable

@@ -180,7 +180,7 @@ async def test_edit_and_remove_item_update_the_index(rec: Recommender, store):
     await rec.flush()
     after = rec.indexes.get(GUILD, "item").vectors([items[1].id])[items[1].id]
     assert float(before @ after) < 0.95
-    assert await store.embedding_count("item", GUILD, rec.embedder.name) == 3
+    assert await store.embedding_count("item", GUILD, rec.embedder.key) == 3
     assert await rec.remove_item(items[0].id)
     assert rec.stats(GUILD)["item_vectors"] == 2
     assert rec.stats(GUILD)["interaction_vectors"] == 0  # member 2's reaction went with the item
