@@ -124,6 +124,8 @@ async def recommend_many(
         shared=await guild_candidates(store, stats, guild_id, now),
     )
     t1 = time.perf_counter()
+    if not len(loaded.table["id"]):
+        return {}
     ranked = await asyncio.to_thread(
         _rank_many, loaded, indexes.get(guild_id, "item"), indexes.get(guild_id, "interaction"), settings, ranker,
         stats, guild_id, list(member_ids), k=k, now=now, window_start=window_start, max_interests=max_interests,
@@ -151,11 +153,11 @@ def _with_reasons(
         [(*ranked.used_by[m], np.array([ranked.cvec[p] for p, _ in rows]), [bool(ranked.popular[p]) for p, _ in rows])
          for m, rows in chosen.items()],
         quotes,
-        {(m.get("display_name") or "").lower() for m in members.values()} - {""},
+        frozenset((m.get("display_name") or "").lower() for m in members.values()) - {""},
     )
     return {
-        m: [Pick(item=items[int(ids[p])], score=float(1 / (1 + np.exp(-lg))), reason=r)
-            for (p, lg), r in zip(rows, why, strict=True)]
+        m: [Pick(item=items[int(ids[p])], score=float(1 / (1 + np.exp(-lg))), reason=r, reason_item_id=src)
+            for (p, lg), (r, src) in zip(rows, why, strict=True)]
         for (m, rows), why in zip(chosen.items(), reasons, strict=True)
     }
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -103,7 +104,8 @@ async def daily_picks(
     ``all_members`` (only with ``dry_run``) adds every member (not a bot, not opted out) with at
     least 3 interactions. Unless ``dry_run``, the picks are recorded in ``recommendations_sent``;
     an item already sent to a member is never picked for them again, no item goes to more than
-    ``MAX_ITEM_SHARE`` of the members (at least 10), and a member who already got
+    ``MAX_ITEM_SHARE`` of the members (at least 10; members take turns in an order that changes
+    every day), and a member who already got
     picks on ``date`` gets the same picks back (nothing new is recorded). Members with no pick are
     left out. The recommender's clock is the end of ``date`` in the guild's timezone, or now when
     that is earlier. Raises ValueError for a bad date, ``all_members`` without ``dry_run`` or an
@@ -125,29 +127,38 @@ async def daily_picks(
     defaults = getattr(recommender.settings, "digest", None) or DigestSettings()
     now = min(time.time(), _end_of_day(date, guild_zone(guild, defaults)))
 
-    members = {m["user_id"]: m for m in await store.subscribed_members(guild_id)}
-    if all_members:
-        for m in await store.members_with_interactions(guild_id, MIN_INTERACTIONS):
-            members.setdefault(m["user_id"], m)
-    already = await store.recommendations_on(guild_id, date)
-
-    todo = sorted(m for m in members if m not in already)
-    fresh = await recommender.recommend_many(
-        guild_id, todo, k=k, now=now, exclude_sent=True, max_item_share=MAX_ITEM_SHARE,
-        depth=FAISS_DEPTH if len(todo) > SHALLOW_ABOVE else None,
-    )
-    recorded = await store.get_items({i for m in members if m in already for i, _, _ in already[m]})
-    out: list[MemberPicks] = []
-    for member_id, m in sorted(members.items()):
-        name = m.get("display_name") or str(member_id)
-        picks = _recorded_picks(recorded, already[member_id]) if member_id in already else fresh.get(member_id, [])
-        if picks:
-            out.append(MemberPicks(guild_id, member_id, name, picks))
-    if not dry_run and fresh:
-        await store.record_digest(
-            guild_id, {m: [(p.item.id, float(p.score), p.reason) for p in picks] for m, picks in fresh.items()}, date
+    async with recommender.exclusive():  # a member forgotten meanwhile waits, then leaves nothing behind
+        members = {m["user_id"]: m for m in await store.subscribed_members(guild_id)}
+        if all_members:
+            for m in await store.members_with_interactions(guild_id, MIN_INTERACTIONS):
+                members.setdefault(m["user_id"], m)
+        already = await store.recommendations_on(guild_id, date)
+        # members are served in a different order each day: under the per-item cap, who comes first
+        # gets first pick of the most wanted items
+        todo = sorted((m for m in members if m not in already), key=lambda m: _daily_order(date, m))
+        fresh = await recommender.recommend_many(
+            guild_id, todo, k=k, now=now, exclude_sent=True, max_item_share=MAX_ITEM_SHARE,
+            depth=FAISS_DEPTH if len(todo) > SHALLOW_ABOVE else None,
         )
+        recorded = await store.get_items({i for m in members if m in already for i, _, _ in already[m]})
+        out: list[MemberPicks] = []
+        for member_id, m in sorted(members.items()):
+            name = m.get("display_name") or str(member_id)
+            picks = _recorded_picks(recorded, already[member_id]) if member_id in already else fresh.get(member_id, [])
+            if picks:
+                out.append(MemberPicks(guild_id, member_id, name, picks))
+        if not dry_run and fresh:
+            await store.record_digest(
+                guild_id,
+                {m: [(p.item.id, float(p.score), p.reason, p.reason_item_id) for p in picks] for m, picks in fresh.items()},
+                date,
+            )
     return out
+
+
+def _daily_order(date: str, member_id: int) -> bytes:
+    """A member's place in ``date``'s digest: a hash of both, stable across runs and processes."""
+    return hashlib.blake2b(f"{date}:{member_id}".encode(), digest_size=8).digest()
 
 
 def _recorded_picks(items: dict[int, Any], rows: list[tuple[int, float, str]]) -> list[Pick]:

@@ -10,6 +10,7 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import re
 import threading
@@ -47,23 +48,37 @@ def packaged_model_path() -> Path:
 
 
 _MENTION = re.compile(r"<(?:@[!&]?|#)\d+>")  # Discord's raw user / role / channel mentions
-_LEADING = re.compile(r"^\s*(@?)([^\s:,]+)([:,]?)(?:\s+|$)")
+
+
+@functools.lru_cache(maxsize=16)
+def _longest_name(names: frozenset[str]) -> int:
+    """The most words in one of ``names`` (at least 1)."""
+    return max((len(n.split()) for n in names), default=1) or 1
 
 
 def embedding_text(text: str, names: Collection[str] = ()) -> str:
     """What of a chat message carries its meaning, for embedding: Discord mention tokens
-    (``<@123>``, ``<@&123>``, ``<#123>``) removed, and leading addressees — ``@Name …``, or
+    (``<@123>``, ``<@&123>``, ``<#123>``) removed, and leading addressees stripped — ``@Name …``, or
     ``name: …`` / ``name, …`` (IRC style) where ``name`` is one of ``names`` (the guild's member
-    display names, lower-case) — stripped. Without this, short replies are embedded by *whom* they
-    address: on the ubuntu_irc exports 55% of messages start with a nick, and two unrelated replies
-    to similar nicks scored cosine 0.63 (0.07 without the nicks). Returns ``text`` unchanged when
-    nothing else would remain."""
+    display names, lower-case, which may have spaces; pass a ``frozenset``, it is cheapest).
+
+    Without this, short replies are embedded by *whom* they address: on the ubuntu_irc exports 55%
+    of messages start with a nick, and two unrelated replies to similar nicks scored cosine 0.63
+    (0.07 without the nicks). Returns ``text`` unchanged when nothing else would remain."""
+    names = names if isinstance(names, frozenset) else frozenset(names)
     out = _MENTION.sub(" ", text or "")
+    most = _longest_name(names)
     while True:
-        m = _LEADING.match(out)
-        if not m or not (m.group(1) or (m.group(3) and m.group(2).lower() in names)):
+        words = out.split(None, most)
+        for n in range(min(most, len(words) - 1), 0, -1):  # the longest name first
+            head = " ".join(words[:n])
+            at, said = head.startswith("@"), head[-1] in ":,"
+            key = head.lstrip("@").rstrip(":,").lower()
+            if (at and (n == 1 or key in names)) or (said and key in names):
+                out = " ".join(words[n:])
+                break
+        else:
             break
-        out = out[m.end():]
     return out.strip() or (text or "")
 
 

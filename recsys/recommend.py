@@ -66,11 +66,14 @@ _VERBS = {
 
 @dataclass
 class Pick:
-    """One recommendation: the item, its ranker score (probability in [0, 1]) and a one-line reason."""
+    """One recommendation: the item, its ranker score (probability in [0, 1]), a one-line reason and
+    the item whose words the reason quotes when they are another member's (``None`` otherwise), so
+    forgetting that member can take the quote back."""
 
     item: Item
     score: float
     reason: str
+    reason_item_id: int | None = None
 
 
 @dataclass
@@ -119,6 +122,11 @@ def _about(inter: Interaction, quote: str | None, names: Collection[str] = ()) -
     return " ".join(embedding_text(about or "", names).split())
 
 
+def _quoted_item(inter: Interaction) -> int | None:
+    """The item :func:`_about` quotes for ``inter`` (not the member's own words), if any."""
+    return None if inter.kind in ("authored", "requested") and inter.text else inter.item_id
+
+
 def reason_for(inter: Interaction, quote: str | None, names: Collection[str] = ()) -> str:
     """One line naming the interaction: "because you replied to: <title or first words>" (whitespace
     and newlines collapsed, the quote cut to 80 characters); ``quote``: its item's title or text;
@@ -134,13 +142,13 @@ def pick_reason(
     used: list[Interaction], hv: np.ndarray, vec: np.ndarray, quotes: Mapping[int, str], popular: bool
 ) -> str:
     """The reason for one pick with vector ``vec (dim,)``: :func:`pick_reasons` for one pick."""
-    return pick_reasons(used, hv, np.asarray(vec)[None], quotes, [popular])[0]
+    return pick_reasons(used, hv, np.asarray(vec)[None], quotes, [popular])[0][0]
 
 
 def pick_reasons(
     used: list[Interaction], hv: np.ndarray, vecs: np.ndarray, quotes: Mapping[int, str], popular: list[bool],
     names: Collection[str] = (),
-) -> list[str]:
+) -> list[tuple[str, int | None]]:
     """Reasons for one member's picks: :func:`reasons_many` for one member."""
     return reasons_many([(used, hv, np.atleast_2d(vecs), popular)], quotes, names)[0]
 
@@ -148,7 +156,7 @@ def pick_reasons(
 def reasons_many(
     members: list[tuple[list[Interaction], np.ndarray, np.ndarray, list[bool]]], quotes: Mapping[int, str],
     names: Collection[str] = (),
-) -> list[list[str]]:
+) -> list[list[tuple[str, int | None]]]:
     """Reasons for the picks of many members, all at once. Per member ``(used, hv, vecs, popular)``:
     its profile interactions ``used`` with their vectors ``hv (n, dim)``, its picks' vectors
     ``vecs (k, dim)`` (2-D, the same ``dim`` for every member) and whether each pick is popular.
@@ -156,7 +164,9 @@ def reasons_many(
     ones (quoted text of at least ``MIN_REASON_CHARS`` characters) when the member has any, if its
     cosine reaches ``MIN_REASON_SIMILARITY``; else "popular in this server lately" / "new in this server".
     ``quotes``: item id -> its title or text (:meth:`Store.item_quotes`); ``names``: the guild's member
-    display names, lower-case (a quote does not start with whom it addressed). Returns one list per member."""
+    display names, lower-case (a quote does not start with whom it addressed). Returns one list per
+    member of ``(reason, quoted item)``: the item whose title or text is quoted, ``None`` when the
+    quote is the member's own words or there is none."""
     dim = members[0][2].shape[1] if members else 0
     used = [i for u, _, _, _ in members for i in u]
     u_quote = [quotes.get(i.item_id) if i.item_id is not None else None for i in used]
@@ -194,9 +204,9 @@ def reasons_many(
         for flag in popular:
             u = best_u[c]
             if u >= 0:
-                reasons.append(reason_for(used[u], u_quote[u], names))
+                reasons.append((reason_for(used[u], u_quote[u], names), _quoted_item(used[u])))
             else:
-                reasons.append("popular in this server lately" if flag else "new in this server")
+                reasons.append(("popular in this server lately" if flag else "new in this server", None))
             c += 1
         out.append(reasons)
     return out
@@ -390,11 +400,11 @@ async def recommend(
 
     # 5. reasons
     quotes = await store.item_quotes({i.item_id for i in used if i.item_id is not None})
-    names = await store.member_names(guild_id) if names is None else names
+    names = frozenset(await store.member_names(guild_id)) if names is None else names
     reasons = pick_reasons(used, hv, cvecs[order], quotes, [stats.popularity.get(keep[j].id, 0) > 0 for j in order], names)
     return [
-        Pick(item=keep[j], score=float(1 / (1 + np.exp(-logits[j]))), reason=r)
-        for j, r in zip(order, reasons, strict=True)
+        Pick(item=keep[j], score=float(1 / (1 + np.exp(-logits[j]))), reason=r, reason_item_id=src)
+        for j, (r, src) in zip(order, reasons, strict=True)
     ]
 
 

@@ -63,7 +63,7 @@ class Recommender:
         self._locks: dict[int, asyncio.Lock] = {}
         self._recent_vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # see _encode_reusing
         self._stats: dict[int, GuildStats] = {}
-        self._names: dict[int, tuple[int, frozenset[str]]] = {}  # guild -> (member count, display names)
+        self._names: dict[int, tuple[Any, frozenset[str]]] = {}  # guild -> (cache key, display names)
         self._error: BaseException | None = None
         self.start_report: dict[tuple[int, str], str] = {}
 
@@ -164,12 +164,18 @@ class Recommender:
 
     async def _member_names(self, guild_id: int) -> frozenset[str]:
         """The guild's member display names, lower-case (for :func:`recsys.embed.embedding_text`),
-        re-read when its member count changes."""
-        count = await self.store.member_count(guild_id)
+        re-read when a member joins, is renamed or forgotten (:meth:`Store.names_version`) or the
+        member count changes."""
+        key = (await self.store.member_count(guild_id), self.store.names_version(guild_id))
         cached = self._names.get(guild_id)
-        if cached is None or cached[0] != count:
-            cached = self._names[guild_id] = (count, frozenset(await self.store.member_names(guild_id)))
+        if cached is None or cached[0] != key:
+            cached = self._names[guild_id] = (key, frozenset(await self.store.member_names(guild_id)))
         return cached[1]
+
+    def exclusive(self) -> asyncio.Lock:
+        """The lock vector writes and :meth:`forget_user` take; a digest holds it from reading who
+        gets picks to recording them, so a member forgotten meanwhile leaves nothing behind."""
+        return self._write_lock()
 
     async def _encode_reusing(self, texts: list[str]) -> np.ndarray:
         """Encode ``texts`` once each: duplicates within the batch and texts met in the last

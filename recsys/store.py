@@ -23,8 +23,6 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
-SCHEMA_VERSION = 1
-
 ITEM_KINDS = ("message", "story", "imported")
 INTERACTION_KINDS = (
     "authored",
@@ -154,7 +152,18 @@ _MIGRATIONS: list[str] = [
         DELETE FROM embeddings WHERE owner = 'interaction' AND owner_id = OLD.id;
     END;
     """,
+    # 1 -> 2: the item a digest reason quotes (another member's words), so forgetting its author
+    # can blank the reason
+    """
+    ALTER TABLE recommendations_sent ADD COLUMN reason_item_id INTEGER;
+    CREATE INDEX recommendations_reason_item ON recommendations_sent(reason_item_id);
+    """,
 ]
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+# what a digest reason that quoted a forgotten member's message says instead
+FORGOTTEN_REASON = "picked for you"
 
 _GUILD_SETTING_KEYS = {
     "name",
@@ -252,6 +261,8 @@ class Store:
         self._db = db
         self.path = path
         self._lock = asyncio.Lock()
+        self._names_versions: dict[int, int] = {}  # see names_version
+        self._names_epoch = 0
 
     # ---- lifetime -------------------------------------------------------------------------
     @classmethod
@@ -447,6 +458,9 @@ class Store:
         await self.upsert_guild(guild_id)
         roles = json.dumps(sorted(int(r) for r in role_ids)) if role_ids is not None else None
         opted = int(await self.is_opted_out(user_id))
+        before = await self._fetchone(
+            "SELECT display_name FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
         await self._write(
             "INSERT INTO members (guild_id, user_id, display_name, role_ids, is_bot, opted_out) "
             "VALUES (?, ?, ?, COALESCE(?, '[]'), ?, ?) ON CONFLICT(guild_id, user_id) DO UPDATE SET "
@@ -454,6 +468,13 @@ class Store:
             "role_ids = COALESCE(?, role_ids), is_bot = excluded.is_bot",
             (guild_id, user_id, display_name, roles, int(is_bot), opted, roles),
         )
+        if before is None or (display_name and display_name != before[0]):  # a new member or a new name
+            self._names_versions[guild_id] = self._names_versions.get(guild_id, 0) + 1
+
+    def names_version(self, guild_id: int) -> tuple[int, int]:
+        """Changes whenever a member of the guild is added or renamed, or anyone is forgotten, through
+        this store (a cache key for the guild's display names)."""
+        return self._names_epoch, self._names_versions.get(guild_id, 0)
 
     async def get_member(self, guild_id: int, user_id: int) -> dict[str, Any] | None:
         row = await self._fetchone("SELECT * FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
@@ -881,21 +902,21 @@ class Store:
 
     # ---- recommendations ------------------------------------------------------------------
     async def record_recommendations(
-        self, guild_id: int, member_id: int, picks: Sequence[tuple[int, float, str]], date: str
+        self, guild_id: int, member_id: int, picks: Sequence[tuple[Any, ...]], date: str
     ) -> None:
-        """Remember that ``picks`` (item id, score, reason) were sent on ``date`` (YYYY-MM-DD)."""
+        """Remember that ``picks`` (item id, score, reason[, id of the item the reason quotes]) were
+        sent on ``date`` (YYYY-MM-DD)."""
         await self.record_digest(guild_id, {member_id: picks}, date)
 
-    async def record_digest(
-        self, guild_id: int, picks: Mapping[int, Sequence[tuple[int, float, str]]], date: str
-    ) -> None:
+    async def record_digest(self, guild_id: int, picks: Mapping[int, Sequence[tuple[Any, ...]]], date: str) -> None:
         """:meth:`record_recommendations` for many members (member id -> picks) in one transaction."""
         now = time.time()
         async with self.transaction():
             await self._db.executemany(
-                "INSERT INTO recommendations_sent (guild_id, member_id, item_id, date, score, reason, created_at) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                [(guild_id, m, i, date, s, r, now) for m, rows in picks.items() for i, s, r in rows],
+                "INSERT INTO recommendations_sent (guild_id, member_id, item_id, date, score, reason, created_at, "
+                "reason_item_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                [(guild_id, m, p[0], date, p[1], p[2], now, p[3] if len(p) > 3 else None)
+                 for m, rows in picks.items() for p in rows],
             )
 
     async def recommended_item_ids(self, guild_id: int, member_id: int) -> set[int]:
@@ -953,10 +974,17 @@ class Store:
     # ---- privacy --------------------------------------------------------------------------
     async def forget_user(self, user_id: int) -> dict[str, int]:
         """Delete every row about ``user_id`` in every guild: their items (with everyone's interactions
-        on them), interactions, vectors, recommendations and member rows. Returns counts per table.
+        on them), interactions, vectors, recommendations and member rows; digest reasons sent to others
+        that quoted their items become ``FORGOTTEN_REASON``. Returns counts per table (and
+        ``reasons_blanked``).
         The caller removes the returned ids from the FAISS indexes (see recsys.privacy)."""
         counts: dict[str, int] = {}
         async with self.transaction():
+            # digest reasons sent to others that quote this member's items lose the quote
+            counts["reasons_blanked"] = (await self._write(
+                "UPDATE recommendations_sent SET reason = ?, reason_item_id = NULL "
+                "WHERE reason_item_id IN (SELECT id FROM items WHERE author_id = ?)", (FORGOTTEN_REASON, user_id),
+            )).rowcount
             counts["items"] = (await self._write("DELETE FROM items WHERE author_id = ?", (user_id,))).rowcount
             counts["interactions"] = (
                 await self._write("DELETE FROM interactions WHERE member_id = ?", (user_id,))
@@ -965,6 +993,7 @@ class Store:
                 await self._write("DELETE FROM recommendations_sent WHERE member_id = ?", (user_id,))
             ).rowcount
             counts["members"] = (await self._write("DELETE FROM members WHERE user_id = ?", (user_id,))).rowcount
+        self._names_epoch += 1
         return counts
 
     async def export_user(self, user_id: int) -> dict[str, Any]:

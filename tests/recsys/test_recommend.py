@@ -318,6 +318,8 @@ async def test_reasons_for_many_members_equal_each_member_alone(embedder):
     together = reasons_many(members, {})
     alone = [pick_reasons(*m[:3], {}, m[3]) for m in members]
     assert together == alone
+    assert all(src is None for reasons in together for _, src in reasons)  # own words, or no quote
+    together = [[text for text, _ in reasons] for reasons in together]
     assert together[0][:2] == [f"because you wrote about: {texts[0]}", f"because you wrote about: {texts[2]}"]
     assert together[0][2] == "popular in this server lately"
     assert together[2] == ["popular in this server lately", "new in this server"]

@@ -24,6 +24,28 @@ async def test_reopen_does_not_migrate_again(data_dir):
         assert (await s.get_guild(1))["name"] == "g"
 
 
+async def test_a_version_1_database_migrates_and_keeps_what_was_sent(data_dir):
+    """Schema 1 -> 2 adds recommendations_sent.reason_item_id; rows sent before keep their reason."""
+    from recsys.store import _MIGRATIONS, _split_sql
+
+    path = data_dir / "campfire.db"
+    db = sqlite3.connect(path)
+    for stmt in _split_sql(_MIGRATIONS[0]):
+        db.execute(stmt)
+    db.execute("PRAGMA user_version=1")
+    db.execute("INSERT INTO guilds (id, name, created_at) VALUES (1, 'g', 0)")
+    db.execute("INSERT INTO items (id, guild_id, kind, text, created_at) VALUES (5, 1, 'message', 'hi', 1.0)")
+    db.execute("INSERT INTO recommendations_sent (guild_id, member_id, item_id, date, reason, created_at) "
+               "VALUES (1, 7, 5, '2026-01-01', 'because', 2.0)")
+    db.commit()
+    db.close()
+    async with Store.connect(path) as s:
+        assert await s.pragma("user_version") == SCHEMA_VERSION == 2
+        assert await s.recommendations_on(1, "2026-01-01") == {7: [(5, 0.0, "because")]}
+        await s.record_recommendations(1, 8, [(5, 0.5, "because you liked: x", 5)], "2026-01-02")
+        assert await s.recommendations_on(1, "2026-01-02") == {8: [(5, 0.5, "because you liked: x")]}
+
+
 def _items(n=3, guild=10):
     return [Item(id=1000 + i, guild_id=guild, kind="message", text=f"message number {i}", created_at=1.0e9 + i,
                  channel_id=20, author_id=30 + i) for i in range(n)]
