@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.embed import embedding_text
 from recsys.profile import build_profile
 from recsys.rank import (
     FEATURES,
@@ -179,9 +180,9 @@ def item_vectors(ds: Dataset, items_jsonl: str | Path, embedder: Embedder) -> np
     """``(M, dim) float32`` L2-normalised item vectors, embedded once per file and model per process."""
     p = Path(items_jsonl).resolve()
     st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime, embedder.name)
-    if key not in _vector_cache:
-        _vector_cache[key] = embedder.encode(ds.texts)
+    key = (str(p), st.st_size, st.st_mtime, embedder.key)
+    if key not in _vector_cache:  # prepared as production prepares item texts (no member names here)
+        _vector_cache[key] = embedder.encode([embedding_text(t) for t in ds.texts])
     return _vector_cache[key]
 
 

@@ -352,7 +352,8 @@ async def recommend(
             vecs.append(v)
     dim = indexes.dim
     hv = np.vstack(vecs) if vecs else np.zeros((0, dim), np.float32)
-    profile = build_profile(
+    profile = await asyncio.to_thread(  # k-means over a long history: off the loop
+        build_profile,
         hv,
         np.array([i.weight for i in used]),
         np.array([(now - i.created_at) / 86400.0 for i in used]),
@@ -375,7 +376,7 @@ async def recommend(
         engaged: dict[int, set[int]] = {}
         for m, item_id, _w in await store.engaged_items(guild_id, others, before=now):
             engaged.setdefault(m, set()).add(item_id)
-        neigh = neighbour_scores(hm, hs, engaged, member_id)
+        neigh = await asyncio.to_thread(neighbour_scores, hm, hs, engaged, member_id)
         cand.update(sorted(neigh, key=lambda i: (-neigh[i], i))[:CANDIDATES_PER_INTEREST])
     cand.update(await guild_candidates(store, stats, guild_id, now))
     cand -= seen
@@ -401,7 +402,8 @@ async def recommend(
     # 5. reasons
     quotes = await store.item_quotes({i.item_id for i in used if i.item_id is not None})
     names = frozenset(await store.member_names(guild_id)) if names is None else names
-    reasons = pick_reasons(used, hv, cvecs[order], quotes, [stats.popularity.get(keep[j].id, 0) > 0 for j in order], names)
+    popular = [stats.popularity.get(keep[j].id, 0) > 0 for j in order]
+    reasons = await asyncio.to_thread(pick_reasons, used, hv, cvecs[order], quotes, popular, names)
     return [
         Pick(item=keep[j], score=float(1 / (1 + np.exp(-logits[j]))), reason=r, reason_item_id=src)
         for j, (r, src) in zip(order, reasons, strict=True)

@@ -933,10 +933,14 @@ class Store:
             "SELECT member_id, item_id FROM recommendations_sent WHERE guild_id = ? AND created_at >= ?",
             (guild_id, since if since is not None else -1e18),
         )
-        out: dict[int, set[int]] = {}
-        for r in rows:
-            out.setdefault(r[0], set()).add(r[1])
-        return out
+
+        def by_member() -> dict[int, set[int]]:
+            out: dict[int, set[int]] = {}
+            for r in rows:
+                out.setdefault(r[0], set()).add(r[1])
+            return out
+
+        return by_member() if len(rows) < 2000 else await asyncio.to_thread(by_member)  # a year of digests: off the loop
 
     async def item_columns(self, guild_id: int) -> dict[str, np.ndarray]:
         """The guild's items as columns for batched ranking, sorted by id: ``id`` int64,
