@@ -203,8 +203,8 @@ async def bench_digest_mix(embedder, data_dir: Path) -> dict:
     """What a real community's dry-run digest hands out (``campfire digest --dry-run --all-members``
     on an imported data dir): distinct items, the largest share of members one item went to, the
     share of picks from channels the member took part in, the share of catalogue items (e.g. SCP
-    tales), and how many reasons quote an interaction of ≥ 20 characters. The data dir is read only
-    (``dry_run``: nothing is recorded)."""
+    tales), and how many reasons quote an interaction of ≥ 20 characters. No picks are recorded
+    (``dry_run``); vectors of another model or text preparation are made again first."""
     from recsys.digest import daily_picks
     from recsys.service import Recommender
     from recsys.store import Store
@@ -214,6 +214,7 @@ async def bench_digest_mix(embedder, data_dir: Path) -> dict:
     async with Store.connect(settings.db_path) as store:
         rec = Recommender(store, embedder, settings)
         await rec.start()
+        await rec.flush()  # vectors of another model or text preparation are made again first
         for g in await store.list_guilds():
             if g["id"] == 0:
                 continue

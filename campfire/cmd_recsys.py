@@ -144,6 +144,9 @@ async def digest(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     results = []
     async with open_recommender(settings) as rec:
+        if rec.pending():  # e.g. after a model change: rank on complete indexes, not half-embedded ones
+            print(f"embedding {rec.pending()} stored texts first…", file=sys.stderr)
+            await rec.flush()
         guilds = [g for g in await rec.store.list_guilds() if g["id"] != 0]
         if args.guild is not None:
             guilds = [g for g in guilds if g["id"] == args.guild]

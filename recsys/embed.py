@@ -10,7 +10,6 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib.util
 import re
 import threading
@@ -50,36 +49,37 @@ def packaged_model_path() -> Path:
 _MENTION = re.compile(r"<(?:@[!&]?|#)\d+>")  # Discord's raw user / role / channel mentions
 
 
-@functools.lru_cache(maxsize=16)
-def _longest_name(names: frozenset[str]) -> int:
-    """The most words in one of ``names`` (at least 1)."""
-    return max((len(n.split()) for n in names), default=1) or 1
+MAX_NAME_WORDS = 4  # longest display name (in words) recognised as an addressee
 
 
 def embedding_text(text: str, names: Collection[str] = ()) -> str:
     """What of a chat message carries its meaning, for embedding: Discord mention tokens
     (``<@123>``, ``<@&123>``, ``<#123>``) removed, and leading addressees stripped — ``@Name …``, or
-    ``name: …`` / ``name, …`` (IRC style) where ``name`` is one of ``names`` (the guild's member
-    display names, lower-case, which may have spaces; pass a ``frozenset``, it is cheapest).
+    ``name: …`` / ``name, …`` (IRC style) where ``name`` is one of ``names`` (a set of the guild's
+    member display names, lower-case, of up to ``MAX_NAME_WORDS`` words).
 
     Without this, short replies are embedded by *whom* they address: on the ubuntu_irc exports 55%
     of messages start with a nick, and two unrelated replies to similar nicks scored cosine 0.63
     (0.07 without the nicks). Returns ``text`` unchanged when nothing else would remain."""
-    names = names if isinstance(names, frozenset) else frozenset(names)
     out = _MENTION.sub(" ", text or "")
-    most = _longest_name(names)
     while True:
-        words = out.split(None, most)
-        for n in range(min(most, len(words) - 1), 0, -1):  # the longest name first
-            head = " ".join(words[:n])
-            at, said = head.startswith("@"), head[-1] in ":,"
-            key = head.lstrip("@").rstrip(":,").lower()
-            if (at and (n == 1 or key in names)) or (said and key in names):
-                out = " ".join(words[n:])
-                break
-        else:
+        words = out.split(None, MAX_NAME_WORDS)
+        last = min(MAX_NAME_WORDS, len(words) - 1)  # something must remain after the addressee
+        if last < 1:
             break
+        if words[0].startswith("@"):  # "@name …": the longest member name, else the one word
+            n = next((j for j in range(last, 1, -1) if _name(words[:j]) in names), 1)
+        else:  # "name: …" / "name, …": the words up to the first ":" or "," must be a member's name
+            j = next((j for j in range(last) if words[j][-1] in ":,"), None)
+            n = j + 1 if j is not None and _name(words[: j + 1]) in names else 0
+        if not n:
+            break
+        out = " ".join(words[n:])
     return out.strip() or (text or "")
+
+
+def _name(words: list[str]) -> str:
+    return " ".join(words).lstrip("@").rstrip(":,").lower()
 
 
 class Embedder:
