@@ -414,7 +414,7 @@ def _rank_one(
     ranker: Ranker, keep: list[Item], cvecs: np.ndarray, profile: Profile, neigh: dict[int, float], stats: GuildStats,
     last_seen: float | None, now: float, k: int, lam: float,
 ) -> tuple[np.ndarray, list[int]]:
-    """Steps 4 for one member (a batch of one, as :func:`recsys.batch.recommend_many` ranks many):
+    """Step 4 for one member (a batch of one, as :func:`recsys.batch.recommend_many` ranks many):
     logits ``(n,)`` for ``keep`` (vectors ``cvecs (n, dim)``) and the chosen indices into ``keep``."""
     created = np.array([[it.created_at for it in keep]], np.float64)
     last_active = np.array([[stats.last_active.get(it.id, 0.0) for it in keep]], np.float64)

@@ -980,12 +980,12 @@ class Store:
         """Delete every row about ``user_id`` in every guild: their items (with everyone's interactions
         on them), interactions, vectors, recommendations and member rows; digest reasons sent to others
         that quoted their items become ``FORGOTTEN_REASON``. Returns counts per table (and
-        ``reasons_blanked``).
+        ``quotes_removed``).
         The caller removes the returned ids from the FAISS indexes (see recsys.privacy)."""
         counts: dict[str, int] = {}
         async with self.transaction():
             # digest reasons sent to others that quote this member's items lose the quote
-            counts["reasons_blanked"] = (await self._write(
+            counts["quotes_removed"] = (await self._write(
                 "UPDATE recommendations_sent SET reason = ?, reason_item_id = NULL "
                 "WHERE reason_item_id IN (SELECT id FROM items WHERE author_id = ?)", (FORGOTTEN_REASON, user_id),
             )).rowcount
