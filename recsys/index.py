@@ -178,18 +178,11 @@ class VectorIndex:
         return sims, ids
 
     def vectors(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
-        """Stored vectors of the given ids that are present (``(dim,) float32`` each)."""
-        out: dict[int, np.ndarray] = {}
-        with self._lock:
-            for i in ids:
-                i = int(i)
-                if i in self._dead:
-                    continue
-                try:
-                    out[i] = self.index.reconstruct(i)
-                except RuntimeError:  # not in the index
-                    continue
-        return out
+        """Stored vectors of the given ids that are present (``(dim,) float32`` each): :meth:`matrix`
+        as a dict."""
+        ids = np.fromiter((int(i) for i in ids), np.int64)
+        rows, present = self.matrix(ids)
+        return {i: rows[r] for r, i in enumerate(ids.tolist()) if present[r]}
 
     def matrix(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """Stored vectors of ``ids (n,)`` in one bulk read (batched ranking): ``((n, dim) float32,

@@ -14,14 +14,16 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import numpy as np
+
+T = TypeVar("T")
 
 ITEM_KINDS = ("message", "story", "imported")
 INTERACTION_KINDS = (
@@ -725,9 +727,7 @@ class Store:
             sql += " AND created_at < ?"
             params.append(before)
         rows = await self._fetchall(sql + " ORDER BY created_at, id", params)
-        if len(rows) < 2000:
-            return [_interaction(r) for r in rows]
-        return await asyncio.to_thread(lambda: [_interaction(r) for r in rows])  # a whole guild: off the loop
+        return await _built(lambda: [_interaction(r) for r in rows], len(rows))
 
     async def get_interactions(self, ids: Iterable[int]) -> dict[int, Interaction]:
         out: dict[int, Interaction] = {}
@@ -940,7 +940,7 @@ class Store:
                 out.setdefault(r[0], set()).add(r[1])
             return out
 
-        return by_member() if len(rows) < 2000 else await asyncio.to_thread(by_member)  # a year of digests: off the loop
+        return await _built(by_member, len(rows))
 
     async def item_columns(self, guild_id: int) -> dict[str, np.ndarray]:
         """The guild's items as columns for batched ranking, sorted by id: ``id`` int64,
@@ -960,7 +960,7 @@ class Store:
                 "nsfw": np.array(cols[4], bool), "rating": np.array(cols[5], np.float64),
             }
 
-        return await asyncio.to_thread(columns)  # 100k rows take ~0.3 s: off the loop
+        return await _built(columns, len(rows))
 
     async def recommendations_on(self, guild_id: int, date: str) -> dict[int, list[tuple[int, float, str]]]:
         """Member id -> ``(item_id, score, reason)`` sent in the guild's digest of ``date`` (YYYY-MM-DD),
@@ -1052,6 +1052,16 @@ def _interaction(row: aiosqlite.Row) -> Interaction:
     d = dict(row)
     d.pop("dedup_key", None)
     return Interaction(**d)
+
+
+OFF_LOOP_ROWS = 2000  # rows above which turning them into objects runs in a worker thread
+
+
+async def _built(build: Callable[[], T], rows: int) -> T:
+    """``build()`` — Python objects from ``rows`` fetched rows — in a worker thread when there are
+    more than ``OFF_LOOP_ROWS`` (a whole guild's 50k interactions or 100k items take ~0.3 s, which
+    would pause the event loop), else inline."""
+    return build() if rows <= OFF_LOOP_ROWS else await asyncio.to_thread(build)
 
 
 def _chunks(seq: list[Any], n: int) -> Iterable[list[Any]]:
