@@ -169,7 +169,7 @@ async def ticker(stop: asyncio.Event, lateness: list[float], period_s: float = 0
 
 FAKE_SCRIPT = """
 import sys, time
-from tests.fakes.openai_server import FakeOpenAI
+from campfire.testing.openai_fake import FakeOpenAI
 fake = FakeOpenAI().start()
 fake.reply = sys.argv[2]
 fake.chunk_chars = 4
@@ -244,7 +244,7 @@ async def phase_saturated(h: Any, concurrency: int, duration_s: float) -> dict[s
             await run_story(h, next(counter), results)
 
     async def watch() -> None:
-        gen = h.services.generator
+        gen = h.app.generator
         while time.monotonic() < deadline:
             results["max_queue"] = max(results["max_queue"], gen.queue_depth)
             results["max_in_flight"] = max(results["max_in_flight"], gen.in_flight)
@@ -263,8 +263,8 @@ async def main(args: argparse.Namespace) -> int:
     from model.tokens import TokenCounter
     from recsys.embed import Embedder
     from recsys.store import Store
-    from tests.bot.harness import start_bot
-    from tests.fakes.openai_server import FakeOpenAI
+    from bot.testing.harness import start_bot
+    from campfire.testing.openai_fake import FakeOpenAI
 
     os.chdir(ROOT)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,10 +1,10 @@
 """The Discord bot: :class:`CampfireBot` and ``campfire bot``.
 
-Shape follows discord.py's ``examples/advanced_startup.py``: the bot receives its services in its
+Shape follows discord.py's ``examples/advanced_startup.py``: the bot receives its application in its
 constructor, ``setup_hook`` loads the extensions (one cog per concern), and :func:`main` owns every
-lifetime with ``async with``. Cogs reach the services as ``bot.services`` (a
-:class:`campfire.services.Services`: ``settings``, ``store``, ``recommender``, ``generator``,
-``counter``).
+lifetime with ``async with``. Cogs reach the application as ``bot.app`` (a typed
+:class:`campfire.app.App`) and are adapters only: a command's arguments → one call into
+:mod:`campfire.features` → rendering (:mod:`bot.render`).
 
 ``campfire bot`` with a real token connects to Discord; that is not testable here (no network), so
 tests drive the same bot through dpytest and real :class:`discord.Interaction` objects
@@ -28,7 +28,7 @@ from discord.ext import commands
 
 if TYPE_CHECKING:
     from campfire.config import Secrets, Settings
-    from campfire.services import Services
+    from campfire.app import App
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,13 @@ def make_intents() -> discord.Intents:
 class CampfireBotMixin:
     """Everything Campfire adds to a discord.py bot; combined with a bot class below.
 
-    Attributes cogs use: ``services`` (:class:`~campfire.services.Services`), ``settings``
-    (``services.settings``), ``missing_extensions`` (names skipped at start).
+    Attributes cogs use: ``app`` (:class:`~campfire.app.App`), ``settings`` (``app.settings``),
+    ``missing_extensions`` (names skipped at start).
     """
 
     def __init__(
         self,
-        services: Services,
+        app: App,
         *,
         extensions: tuple[str, ...] | list[str] = EXTENSIONS,
         sync_commands: bool = True,
@@ -78,8 +78,8 @@ class CampfireBotMixin:
         options.setdefault("intents", make_intents())
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(**options)  # type: ignore[call-arg]
-        self.services = services
-        self.settings = services.settings
+        self.app: App = app
+        self.settings = app.settings
         self.extensions_to_load = tuple(extensions)
         self.sync_commands = sync_commands
         self.missing_extensions: list[str] = []
@@ -121,13 +121,19 @@ class CampfireBotMixin:
         """Campfire has no text commands (everything is an app command); the chat and events cogs
         listen to messages themselves."""
 
+    async def on_app_command_completion(self, interaction: discord.Interaction, command: Any) -> None:
+        """Count each completed slash command for ``/metrics`` (by its qualified name, never its input)."""
+        from campfire import ops
+
+        ops.count_interaction(command.qualified_name)
+
     async def on_ready(self) -> None:
         user = self.user  # type: ignore[attr-defined]
         log.info("connected as %s (id %s) to %d guild(s)", user, getattr(user, "id", "?"), len(self.guilds))  # type: ignore[attr-defined]
 
 
 class CampfireBot(CampfireBotMixin, commands.AutoShardedBot):
-    """Campfire's bot: ``CampfireBot(services, *, extensions=EXTENSIONS, sync_commands=True, **options)``.
+    """Campfire's bot: ``CampfireBot(app, *, extensions=EXTENSIONS, sync_commands=True, **options)``.
 
     AutoSharded so a large deployment needs no code change; ``options`` go to discord.py (defaults:
     :func:`make_intents`, ``AllowedMentions.none()`` — each message widens it only to the member
@@ -170,19 +176,21 @@ def check_token(token: str | None) -> str:
 
 
 async def main(settings: Settings, secrets: Secrets, *, bot_class: type[CampfireBotMixin] = CampfireBot) -> int:
-    """Open the services, run the bot until it is stopped, close everything in reverse order.
+    """Open the app, run the bot until it is stopped, close everything in reverse order.
     Returns 0 after a clean stop; raises :class:`BotStartError` (one line) when the token is
     refused, the privileged intents are not enabled, or Discord cannot be reached."""
-    from campfire.services import open_services
+    from campfire.app import open_app
+    from campfire.ops import serve_ops
 
     token = check_token(secrets.discord_token)
-    async with open_services(settings, secrets) as services:
+    async with open_app(settings, secrets) as app:
         # The models and indexes are loaded: keep their objects out of the cyclic garbage collector,
         # whose gen-2 runs would otherwise scan them all on the event loop (measured in bench/bot.py:
         # pauses of ~350 ms without this, none with it). https://docs.python.org/3/library/gc.html#gc.freeze
         gc.collect()
         gc.freeze()
-        async with bot_class(services) as bot:  # type: ignore[call-arg]
+        # /health and /metrics when [ops] metrics_port is set (campfire.ops; a taken port: one line, exit 2)
+        async with bot_class(app) as bot, serve_ops(settings, generator=app.generator, ready=bot.is_ready):  # type: ignore[call-arg,attr-defined]
             try:
                 await bot.start(token)  # type: ignore[attr-defined]
             except discord.LoginFailure:

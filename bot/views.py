@@ -21,12 +21,6 @@ import discord
 from discord import ui
 
 from bot.errors import report_error
-from campfire.feedback import FEEDBACK_KINDS, set_feedback  # noqa: F401  (re-exported for the cogs)
-
-
-def services_of(client: discord.Client) -> Any:
-    """The :class:`campfire.services.Services` the bot was built with (``CampfireBot.services``)."""
-    return client.services  # type: ignore[attr-defined]
 
 
 async def hand_over(interaction: discord.Interaction, cog_name: str, method: str, *args: Any, where: str, off: str) -> None:

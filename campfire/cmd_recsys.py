@@ -1,6 +1,6 @@
 """``campfire import``, ``import-items``, ``digest`` and ``eval``.
 
-These commands open only the store and the recommender (no generator). Heavy imports (torch,
+These commands open the application without its generator (``open_app(settings, generator=False)``). Heavy imports (torch,
 faiss, sentence-transformers) happen inside the handlers, so ``campfire --help`` stays instant.
 Human output goes to stdout as rich tables; ``--json`` prints machine-readable JSON instead;
 progress bars and errors go to stderr.
@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from campfire.config import Settings
 
 if TYPE_CHECKING:
-    from recsys.service import Recommender
+    from campfire.app import App
+    from campfire.features.types import DigestRun
 
 
 def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
@@ -54,26 +53,6 @@ def _err(msg: str) -> None:
     print(f"campfire: {msg}", file=sys.stderr)
 
 
-@asynccontextmanager
-async def open_recommender(settings: Settings) -> AsyncIterator[Recommender]:
-    """The store and a started recommender on ``settings.data_dir`` (no generator); closed on exit."""
-    from recsys.embed import load_embedder
-    from recsys.service import Recommender
-    from recsys.store import Store
-
-    store = await Store.open(settings.db_path)
-    try:
-        embedder = await load_embedder(settings.recsys)
-        recommender = Recommender(store, embedder, settings)
-        await recommender.start()
-        try:
-            yield recommender
-        finally:
-            await recommender.aclose()
-    finally:
-        await store.close()
-
-
 # ---- import ---------------------------------------------------------------------------------------
 def _print_report(report: Any, what: str) -> None:
     print(f"{what}: {report.summary()}")
@@ -92,20 +71,24 @@ async def import_exports(args: argparse.Namespace, settings: Settings) -> int:
     except FileNotFoundError as err:
         _err(str(err))
         return 2
-    async with open_recommender(settings) as rec:
-        report = await run(rec, args.paths, progress=not args.quiet)
+    from campfire.app import open_app
+
+    async with open_app(settings, generator=False) as app:
+        report = await run(app.recommender, args.paths, progress=not args.quiet)
     _print_report(report, "imported")
     return 1 if report.errors else 0
 
 
-async def _default_guild(rec: Recommender) -> int | None:
-    guilds = [g for g in await rec.store.list_guilds() if g["id"] != 0]
+async def _default_guild(app: App) -> int | None:
+    from campfire.features import digest
+
+    guilds = await digest.guilds(app)
     if len(guilds) == 1:
-        return guilds[0]["id"]
+        return guilds[0].id
     if not guilds:
         _err("the store has no guild yet: import an export first (`campfire import PATH`) or pass --guild ID")
     else:
-        names = ", ".join(f"{g['id']} ({g['name'] or 'unnamed'})" for g in guilds)
+        names = ", ".join(f"{g.id} ({g.name or 'unnamed'})" for g in guilds)
         _err(f"the store has several guilds; choose one with --guild ID: {names}")
     return None
 
@@ -114,27 +97,31 @@ async def import_items(args: argparse.Namespace, settings: Settings) -> int:
     """``campfire import-items FILE.jsonl [--guild ID]``: exit 0, 1 when some lines were bad, 2 on usage errors."""
     from pathlib import Path
 
+    from campfire.app import open_app
+    from campfire.features import digest
     from recsys.ingest import import_items as run
 
     if not Path(args.file).is_file():
         _err(f"no such file: {args.file}")
         return 2
-    async with open_recommender(settings) as rec:
-        guild_id = args.guild if args.guild is not None else await _default_guild(rec)
+    async with open_app(settings, generator=False) as app:
+        guild_id = args.guild if args.guild is not None else await _default_guild(app)
         if guild_id is None:
             return 2
-        if args.guild is not None and await rec.store.get_guild(guild_id) is None:
+        if args.guild is not None and guild_id not in {g.id for g in await digest.guilds(app)}:
             _err(f"unknown guild {guild_id}: import its export first, or pass the id of a guild in the store")
             return 2
-        report = await run(rec, args.file, guild_id, progress=not args.quiet)
+        report = await run(app.recommender, args.file, guild_id, progress=not args.quiet)
     _print_report(report, f"imported into guild {guild_id}")
     return 1 if report.errors else 0
 
 
 # ---- digest ----------------------------------------------------------------------------------------
 async def digest(args: argparse.Namespace, settings: Settings) -> int:
-    """``campfire digest``: today's (or ``--date``'s) picks per member, per guild."""
-    from recsys.digest import daily_picks, local_date
+    """``campfire digest``: today's (or ``--date``'s) picks per member, per guild
+    (:func:`campfire.features.digest.run`, the bot's daily post without sending)."""
+    from campfire.app import open_app
+    from campfire.features import digest as feature
 
     if args.all_members and not args.dry_run:
         _err("--all-members needs --dry-run: picks are only ever recorded for subscribed members")
@@ -142,59 +129,57 @@ async def digest(args: argparse.Namespace, settings: Settings) -> int:
     if args.k is not None and not 1 <= args.k <= 25:
         _err("-k must be between 1 and 25")
         return 2
-    results = []
-    async with open_recommender(settings) as rec:
+    runs: list[DigestRun] = []
+    async with open_app(settings, generator=False) as app:
+        rec = app.recommender
         if rec.pending():  # e.g. after a model change: rank on complete indexes, not half-embedded ones
             print(f"embedding {rec.pending()} stored texts first…", file=sys.stderr)
             await rec.flush()
-        guilds = [g for g in await rec.store.list_guilds() if g["id"] != 0]
+        guilds = await feature.guilds(app)
         if args.guild is not None:
-            guilds = [g for g in guilds if g["id"] == args.guild]
+            guilds = [g for g in guilds if g.id == args.guild]
             if not guilds:
                 _err(f"unknown guild {args.guild}")
                 return 2
-        for g in guilds:
-            date = args.date or local_date(g, settings.digest)
+        for guild in guilds:
             try:
-                picks = await daily_picks(rec, g["id"], date, dry_run=args.dry_run, all_members=args.all_members,
-                                          k=args.k)
+                runs.append(await feature.run(app, guild, args.date, dry_run=args.dry_run,
+                                              all_members=args.all_members, k=args.k))
             except ValueError as err:
                 _err(str(err))
                 return 2
-            results.append((g, date, picks))
     if args.json:
-        print(json.dumps([mp.to_json() for _, _, picks in results for mp in picks], ensure_ascii=False, indent=2))
+        print(json.dumps([mp.to_json() for run in runs for mp in run.picks], ensure_ascii=False, indent=2))
         return 0
-    _print_digest(results, dry_run=args.dry_run)
+    _print_digest(runs, dry_run=args.dry_run)
     return 0
 
 
-def _print_digest(results: list[tuple[dict, str, list]], *, dry_run: bool) -> None:
+def _print_digest(runs: list[DigestRun], *, dry_run: bool) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
-    from recsys.digest import pick_title
+    from campfire.features.text import clip
 
     console = Console(soft_wrap=False)
-    if not results:
+    if not runs:
         console.print("no guilds in the store: import an export first (`campfire import PATH`)")
-    for g, date, picks in results:
-        n = sum(len(mp.picks) for mp in picks)
+    for run in runs:
         mode = "dry run, nothing recorded" if dry_run else "recorded"
-        console.print(f"[bold]{escape(str(g['name'] or g['id']))}[/bold] — {date} — {len(picks)} member(s), {n} pick(s) ({mode})",
-                      soft_wrap=True)
+        console.print(f"[bold]{escape(str(run.guild.name or run.guild.id))}[/bold] — {run.date} — "
+                      f"{len(run.picks)} member(s), {run.pick_count} pick(s) ({mode})", soft_wrap=True)
         table = Table(show_lines=False)
         for col, kw in (("member", {}), ("#", {"justify": "right"}), ("pick", {"overflow": "fold"}),
                         ("why", {"overflow": "fold"}), ("score", {"justify": "right"})):
             table.add_column(col, **kw)
-        for mp in picks:
+        for mp in run.picks:
             for i, p in enumerate(mp.picks, 1):
                 # member text is data, never rich markup
-                table.add_row(Text(mp.member if i == 1 else ""), str(i), Text(pick_title(p.item, 60)), Text(p.reason),
-                              f"{p.score:.3f}")
-        if picks:
+                table.add_row(Text(mp.member if i == 1 else ""), str(i), Text(clip(p.title, 60, one_line=True)),
+                              Text(p.reason), f"{p.score:.3f}")
+        if run.picks:
             console.print(table)
         else:
             console.print("no member to pick for (nobody subscribed; try --dry-run --all-members)", soft_wrap=True)

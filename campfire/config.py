@@ -7,10 +7,15 @@ file, the defaults below. Secrets are never read from the file: see :func:`secre
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -24,7 +29,13 @@ DEFAULT_CONFIG = Path("config.toml")
 
 
 class ConfigError(Exception):
-    """A setting is missing or invalid; ``str()`` is one line naming the key."""
+    """A setting is missing or invalid; ``str()`` is one line naming the key and where it came from
+    (the config file or the environment variable). It never contains the value of a secret-like key."""
+
+
+#: The environment variables :func:`secrets_from_env` reads — the only place secrets come from.
+DISCORD_TOKEN_ENV = "DISCORD_TOKEN"
+GENERATOR_API_KEY_ENVS = ("CAMPFIRE_GENERATOR_API_KEY", "OPENAI_API_KEY")
 
 
 class _Section(BaseModel):
@@ -83,6 +94,41 @@ class RecsysSettings(_Section):
     min_message_chars: int = Field(40, ge=0)
 
 
+_HHMM = re.compile(r"^\s*(\d{1,2})[:h.](\d{2})\s*$")
+
+
+def parse_hhmm(text: str) -> str:
+    """A time of day on a 24-hour clock → ``"HH:MM"`` (``"7:05"``, ``"23h59"``, ``"9.30"`` accepted).
+    Raises ValueError with a sentence an admin can read. The one HH:MM parser (settings, ``/campfire
+    settings``, the console; re-exported by :mod:`campfire.features.guilds`)."""
+    m = _HHMM.match(text)
+    if not m or not (0 <= int(m[1]) < 24 and 0 <= int(m[2]) < 60):
+        raise ValueError(f"“{text}” is not a time of day: use HH:MM on a 24-hour clock, e.g. 18:00.")
+    return f"{int(m[1]):02d}:{int(m[2]):02d}"
+
+
+def parse_timezone(name: str) -> str:
+    """An IANA timezone name (``Europe/Paris``), stripped, checked with :mod:`zoneinfo`. Raises
+    ValueError with a sentence an admin can read. The one timezone check."""
+    name = name.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"“{name}” is not an IANA timezone: use a name such as Europe/Paris, Asia/Shanghai or UTC.") from None
+    return name
+
+
+def zone(name: str | None, default: str = "UTC") -> ZoneInfo:
+    """The :class:`ZoneInfo` for ``name`` (empty/None: ``default``). A stored name that is no longer
+    valid falls back to ``default`` with a warning, so one bad row cannot stop a daily post;
+    ``default`` itself must be valid (ValueError otherwise)."""
+    try:
+        return ZoneInfo(parse_timezone(name or default))
+    except ValueError:
+        logging.getLogger(__name__).warning("unknown timezone %r; using %s", name, default)
+        return ZoneInfo(parse_timezone(default))
+
+
 class DigestSettings(_Section):
     default_time: str = "18:00"  # guild local time HH:MM when none is set
     default_timezone: str = "UTC"  # IANA name when none is set
@@ -90,26 +136,22 @@ class DigestSettings(_Section):
     @field_validator("default_time")
     @classmethod
     def _hhmm(cls, v: str) -> str:
-        hh, _, mm = v.partition(":")
-        if not (hh.isdigit() and mm.isdigit() and 0 <= int(hh) < 24 and 0 <= int(mm) < 60):
-            raise ValueError("must be HH:MM, e.g. 18:00")
-        return f"{int(hh):02d}:{int(mm):02d}"
+        return parse_hhmm(v)
 
     @field_validator("default_timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo
-
-        try:
-            ZoneInfo(v)
-        except Exception:
-            raise ValueError(f"unknown IANA timezone {v!r}") from None
-        return v
+        return parse_timezone(v)
 
 
 class DiscordSettings(_Section):
     test_guild_id: int = 0  # sync app commands to this guild at start (instant); 0 = global sync
     cooldown_message_s: float = Field(2.0, ge=0)
+
+
+class OpsSettings(_Section):
+    metrics_port: int = Field(0, ge=0, le=65535)  # the bot's /health and /metrics; 0 = off
+    metrics_host: str = "127.0.0.1"  # bind address; loopback unless a scraper elsewhere needs it
 
 
 class Settings(BaseSettings):
@@ -127,6 +169,7 @@ class Settings(BaseSettings):
     recsys: RecsysSettings = RecsysSettings()
     digest: DigestSettings = DigestSettings()
     discord: DiscordSettings = DiscordSettings()
+    ops: OpsSettings = OpsSettings()
 
     _toml_path: ClassVar[Path | None] = None
 
@@ -180,36 +223,164 @@ def secrets_from_env(env: dict[str, str] | None = None) -> Secrets:
     """Read ``DISCORD_TOKEN`` and ``CAMPFIRE_GENERATOR_API_KEY`` (or ``OPENAI_API_KEY``)."""
     env = os.environ if env is None else env
     return Secrets(
-        discord_token=(env.get("DISCORD_TOKEN") or "").strip() or None,
-        generator_api_key=(env.get("CAMPFIRE_GENERATOR_API_KEY") or env.get("OPENAI_API_KEY") or "").strip()
-        or None,
+        discord_token=(env.get(DISCORD_TOKEN_ENV) or "").strip() or None,
+        generator_api_key=next((v.strip() for v in (env.get(k) for k in GENERATOR_API_KEY_ENVS) if v and v.strip()), None),
     )
 
 
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(root)"
+# ---- errors an admin can act on ------------------------------------------------------------------
+# A key whose name says it holds a secret. Matched on whole words of the key (``history_token_budget``
+# matches, ``context_tokens`` does not); its value is never shown, whatever the error.
+_SECRET_WORDS = re.compile(
+    r"(?:^|[_\-.])(?:token|secret|secrets|password|passwd|pwd|api_?key|apikey|access_?key|private_?key|"
+    r"credentials?|auth|bearer|webhook)(?:$|[_\-.])",
+    re.IGNORECASE,
+)
+_MAX_SHOWN = 80  # characters of a rejected (non-secret) value shown in an error
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a setting's name looks like it holds a secret (token, secret, password, api_key, …)."""
+    return bool(_SECRET_WORDS.search(key))
+
+
+def _secret_hint(section: str | None, key: str) -> str:
+    """The environment variable(s) Campfire actually reads for the secret ``[section] key``."""
+    k = key.lower()
+    generator = " or ".join(GENERATOR_API_KEY_ENVS)
+    if section == "generator" or any(w in k for w in ("api_key", "apikey", "openai", "generator")):
+        return f"set {generator} in the environment"
+    if section in (None, "discord") and "token" in k:
+        return f"set {DISCORD_TOKEN_ENV} in the environment"
+    return f"Campfire reads only {DISCORD_TOKEN_ENV} (the bot token) and {generator} (the generator key) from the environment"
+
+
+def _known_keys(loc: tuple[str, ...]) -> list[str]:
+    """The keys valid at ``loc``'s level: top-level keys, or those of its section."""
+    if len(loc) == 1:
+        return list(Settings.model_fields)
+    field = Settings.model_fields.get(loc[0]) if len(loc) == 2 else None
+    kind = field.annotation if field is not None else None
+    return list(kind.model_fields) if isinstance(kind, type) and issubclass(kind, BaseModel) else []
+
+
+def _did_you_mean(loc: tuple[str, ...]) -> str:
+    guess = difflib.get_close_matches(loc[-1].lower(), _known_keys(loc), n=1, cutoff=0.6)
+    return f" — did you mean {'.'.join((*loc[:-1], guess[0]))}?" if guess else ""
+
+
+def _key_name(loc: tuple[str, ...]) -> str:
+    return f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else loc[0]
+
+
+def _has_path(data: Any, loc: tuple[str, ...]) -> bool:
+    for part in loc:
+        if not isinstance(data, dict):
+            return False
+        match = next((k for k in data if str(k).lower() == part.lower()), None)
+        if match is None:
+            return False
+        data = data[match]
+    return True
+
+
+def _env_set(name: str) -> bool:
+    return any(k.upper() == name for k in os.environ)
+
+
+def _refuse_secrets(data: dict[str, Any], path: Path) -> None:
+    """Raise :class:`ConfigError` for the first secret-like key in the file that is not a setting,
+    naming the key, the file and the variable to use instead — never the value."""
+
+    def walk(table: dict[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in table.items():
+            loc = (*prefix, str(key))
+            if isinstance(value, dict) and len(loc) == 1 and not is_secret_key(str(key)):
+                walk(value, loc)
+            elif is_secret_key(str(key)) and not _is_field(loc):
+                section = loc[0] if len(loc) > 1 else None
+                raise ConfigError(
+                    f"{_key_name(loc)} in {path} looks like a secret: Campfire never reads secrets from its config file "
+                    f"(the value was not used) — remove it from {path} and {_secret_hint(section, loc[-1])}"
+                )
+
+    walk(data, ())
+
+
+def _is_field(loc: tuple[str, ...]) -> bool:
+    if len(loc) == 1:
+        return loc[0].lower() in Settings.model_fields
+    return len(loc) == 2 and loc[1].lower() in _known_keys((loc[0].lower(), loc[1]))
+
+
+def _describe(err: ValidationError, *, path: Path | None, data: dict[str, Any]) -> str:
+    """One line for the first problem of ``err``: the key, where its value came from (environment
+    variable or config file), what is wrong, a "did you mean" for a misspelled key. A rejected
+    value is shown only when it is short and its key is not secret-like."""
+    errors = err.errors(include_input=True, include_url=False)
+    first = errors[0]
+    loc = tuple(str(p) for p in first["loc"]) or ("(root)",)
+    key = ".".join(loc)
+    env_name = "CAMPFIRE_" + "__".join(loc).upper()
+    if _env_set(env_name):
+        origin = f"from {env_name}"
+    elif path is not None and _has_path(data, loc):
+        origin = f"in {path}"
+    else:
+        origin = ""
+    extra = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
+    secret = any(is_secret_key(part) for part in loc)
+    where = f" {origin}" if origin else ""
+    if first["type"] == "extra_forbidden":
+        if secret:
+            section = loc[0] if len(loc) > 1 else None
+            return (f"{_key_name(loc)}{where} looks like a secret: it is not a setting and its value was not used — "
+                    f"{'unset' if origin.startswith('from ') else 'remove'} it and {_secret_hint(section, loc[-1])}{extra}")
+        return f"unknown setting {key}{where}{_did_you_mean(loc)}{extra}"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    extra = f"; {len(err.errors()) - 1} more problem(s)" if len(err.errors()) > 1 else ""
-    env_name = "CAMPFIRE_" + key.upper().replace(".", "__")
-    return f"invalid setting {key}: {first['msg']}{shown} — fix it in config.toml or {env_name}{extra}"
+    shown = ""
+    if not secret and not isinstance(value, (dict, list)):
+        text = repr(value)
+        shown = f" (got {text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + '…'})"
+    fix = f"fix it in {path} or set {env_name}" if path is not None else f"fix it in config.toml or set {env_name}"
+    if origin.startswith("from "):
+        fix = f"fix or unset {env_name}"
+    return f"invalid setting {key}{where}: {first['msg']}{shown} — {fix}{extra}"
 
 
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load settings from ``config_path`` (default ``./config.toml`` when it exists), env and overrides.
 
     ``overrides`` are top-level keys (``data_dir=...``); ``None`` values are ignored.
-    Raises :class:`ConfigError` with one line naming the bad key.
+    Raises :class:`ConfigError` with one line naming the bad key and the file (or environment
+    variable) it came from. A secret-like key in the file (``discord_token``, ``[discord] token``,
+    ``[generator] api_key``, …) is refused without its value, naming the variable to use instead;
+    a misspelled key gets a "did you mean".
     """
     path = Path(config_path) if config_path is not None else DEFAULT_CONFIG
     if config_path is not None and not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     toml_path = path if path.is_file() else None
-    cls = type("LoadedSettings", (Settings,), {"_toml_path": toml_path})
-    try:
-        return cls(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
-    except ValueError as err:  # TOML syntax errors
-        raise ConfigError(f"cannot read {path}: {err}") from None
+    data: dict[str, Any] = {}
+    message: str | None = None
+    if toml_path is not None:
+        try:
+            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:  # its text is a position, never the line's content
+            message = f"cannot read {path}: {err}"
+        except UnicodeDecodeError:
+            message = f"cannot read {path}: not UTF-8 text"
+        except OSError as err:
+            message = f"cannot read {path}: {err.strerror or err}"
+        if message is None:
+            _refuse_secrets(data, path)
+    if message is None:
+        cls = type("LoadedSettings", (Settings,), {"_toml_path": toml_path})
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as err:
+            message = _describe(err, path=toml_path, data=data)
+        except ValueError as err:  # TOML syntax errors
+            message = f"cannot read {path}: {err}"
+    # raised outside the except blocks: no chained ValidationError (whose text holds the raw input)
+    raise ConfigError(message)

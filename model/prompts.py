@@ -22,6 +22,10 @@ LENGTH_WORDS: dict[str, int] = {"short": 150, "medium": 400, "long": 800}
 LENGTH_ZH_CHARS: dict[str, int] = {"short": 250, "medium": 650, "long": 1300}
 TOKENS_PER_UNIT: dict[str, float] = {"en": 1.3, "zh": 1.9}
 
+# C0 and C1 control characters except tab and newline, plus lone surrogates (they cannot be encoded as
+# UTF-8 and would break the JSON request). CR is handled first: CR LF and lone CR become LF.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -35,9 +39,20 @@ class Turn:
     name: str | None = None
 
 
+def strip_controls(text: str) -> str:
+    """Member text made safe to send to the generator (and to store): NUL and every other C0/C1 control
+    character removed, tab and newline kept (CR LF and a lone CR become a newline), lone surrogates
+    removed. Everything else — emoji and their zero-width joiners, CJK, RTL marks — is kept.
+    The one sanitiser for chat messages, names, personas and stories; :func:`model.story.validate_theme`
+    builds on it. Returns ``""`` for ``""``; never raises on a ``str``."""
+    if not text:
+        return text
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
 def system_prompt(persona: str) -> str:
     """The chat system prompt: the guild's (or channel's) persona plus Campfire's house rules."""
-    persona = persona.strip() or "You are Campfire, a friendly assistant for this Discord community."
+    persona = strip_controls(persona).strip() or "You are Campfire, a friendly assistant for this Discord community."
     return (
         f"{persona}\n"
         "Reply to the latest message. Keep it short, kind and on topic. "
@@ -47,16 +62,17 @@ def system_prompt(persona: str) -> str:
 
 
 def _render(turn: Turn) -> dict:
-    content = turn.content.strip()
+    content = strip_controls(turn.content).strip()
     if turn.role == "user" and turn.name:
-        content = f"{turn.name.strip()[:64]}: {content}"
+        content = f"{strip_controls(turn.name).strip()[:64]}: {content}"
     return {"role": turn.role, "content": content}
 
 
 def build_chat_messages(system: str, turns: list[Turn], *, budget_tokens: int, counter: TokenCounter) -> list[dict]:
     """OpenAI messages for a chat turn: ``system`` first, then the most recent ``turns`` that fit.
 
-    ``budget_tokens`` bounds the whole prompt (chat template included, counted with ``counter``). The
+    Turn contents and names pass through :func:`strip_controls` (NUL and other control characters
+    removed, newlines and tabs kept). ``budget_tokens`` bounds the whole prompt (chat template included, counted with ``counter``). The
     oldest turns are dropped first; the system prompt and the latest turn are always kept, even when
     they alone exceed the budget (the server then answers with a context error). ``turns`` are oldest
     first; an empty list gives just the system message. Returns ``[{"role", "content"}, ...]``.
@@ -127,6 +143,7 @@ def build_continue_messages(
 ) -> list[dict]:
     """Messages asking to continue the story ``title``/``text``; only its last ``max_chars`` characters are
     quoted (the start of a long story is dropped, at a paragraph or sentence boundary when possible)."""
+    title, text = strip_controls(title), strip_controls(text)
     if len(text) > max_chars:
         tail = text[-max_chars:]
         cut = max(tail.find("\n"), 0)

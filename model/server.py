@@ -30,6 +30,9 @@ What transformers 5.24's ``serve`` lacks, and what this module adds (nothing els
    ``2 × max_concurrency`` requests per step, and half the cores (:func:`cpu_threads`). Measured here
    (bf16, ``cb_memory_percent`` 0.05): RSS ≈ 1.41 GB after warm-up (1.65 GB in float32).
 
+6. **Metrics**: ``GET /metrics`` (Prometheus: requests, TTFT, tokens/s, queue depth, in progress;
+   :mod:`model.server_metrics`).
+
 Also noted (not worked around): CB drops ``RepetitionPenaltyLogitsProcessor``, so ``frequency_penalty``
 has no effect on this server (vLLM / llama.cpp honour it); ``stop`` strings are not applied by CB —
 the client enforces them (:mod:`model.client`); ``user`` is accepted and ignored.
@@ -94,40 +97,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def build_app(settings: Settings):
-    """Assemble transformers' serving app on ``settings.generator_model_path`` (loads the model: seconds).
-
-    Returns the FastAPI app; its lifespan warms the continuous-batching worker up before serving.
-    Raises :class:`model.prepare.ModelNotFound` when the folder is not prepared.
-    """
-    from model.prepare import ModelNotFound, is_prepared
-
-    gen = settings.generator
-    folder = settings.generator_model_path
-    if not is_prepared(folder):
-        raise ModelNotFound(f"no prepared model at {folder}: run `campfire model prepare` first")
-
-    from fastapi import HTTPException, Request
-    from transformers import ContinuousBatchingConfig
-    from transformers.cli.serving.chat_completion import ChatCompletionHandler
-    from transformers.cli.serving.completion import CompletionHandler
-    from transformers.cli.serving.model_manager import ModelManager
-    from transformers.cli.serving.response import ResponseHandler
-    from transformers.cli.serving.server import build_server
-    from transformers.cli.serving.systemone import SystemOneHandler
-    from transformers.cli.serving.transcription import TranscriptionHandler
-    from transformers.cli.serving.utils import CBGenerateManager, GenerationState
-
-    device, dtype = resolve_device(gen.device)
-    if device == "cpu":
-        import torch
-
-        torch.set_num_threads(cpu_threads())
-    context_tokens = gen.context_tokens
+def _cb_manager_class(context_tokens: int):
+    """Transformers' CB manager, with per-request temperature/top_p and a context-length check (points
+    1 and 2 of the module docstring). Imports transformers: call it from :func:`build_app` only."""
+    from fastapi import HTTPException
+    from transformers.cli.serving.utils import CBGenerateManager
 
     class _PerRequestCBManager(CBGenerateManager):
-        """Transformers' CB manager, with per-request temperature/top_p and a context-length check."""
-
         def init_cb(self, model, gen_config) -> None:
             if self._cb is not None:
                 return
@@ -167,31 +143,42 @@ def build_app(settings: Settings):
             self._prepare(inputs, gen_config)
             return await super().generate_non_streaming(model, processor, inputs, gen_config, request_id)
 
+    return _PerRequestCBManager
+
+
+def _generation_state(cb_config, context_tokens: int):
+    """Transformers' ``GenerationState`` creating our CB manager (:func:`_cb_manager_class`)."""
+    from transformers.cli.serving.utils import GenerationState
+
+    manager_class = _cb_manager_class(context_tokens)
+
     class _State(GenerationState):
         def get_manager(self, model_id: str, use_cb: bool = False):
             if use_cb and self._cb_manager is None:
-                self._cb_manager = _PerRequestCBManager(cb_config=self._cb_config)
+                self._cb_manager = manager_class(cb_config=self._cb_config)
                 self._cb_model_id = model_id
             return super().get_manager(model_id, use_cb)
 
-    manager = ModelManager(device=device, dtype=dtype, continuous_batching=True, force_model=str(folder))
-    cb_config = ContinuousBatchingConfig(
-        max_memory_percent=gen.cb_memory_percent,
-        max_batch_tokens=MAX_BATCH_TOKENS,
-        max_requests_per_batch=max(16, 2 * gen.max_concurrency),
-        per_request_processors=True,
-    )
-    state = _State(continuous_batching=True, cb_config=cb_config)
-    chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
-    app = build_server(
-        manager,
-        chat,
-        completion_handler=CompletionHandler(model_manager=manager, generation_state=state),
-        response_handler=ResponseHandler(model_manager=manager, generation_state=state),
-        transcription_handler=TranscriptionHandler(manager, state),
-        systemone_handler=SystemOneHandler(model_manager=manager, generation_state=state),
-        generation_state=state,
-    )
+    return _State(continuous_batching=True, cb_config=cb_config)
+
+
+def scheduler_queue_depth(state: Any) -> int:
+    """Requests accepted by the CB worker but not yet running (its input queue + scheduler's waiting
+    list); 0 before the worker exists. Reads another thread's state: approximate, never raises."""
+    cb = getattr(getattr(state, "_cb_manager", None), "_cb", None)
+    if cb is None:
+        return 0
+    depth = 0
+    with contextlib.suppress(Exception):
+        depth += cb.input_queue.qsize()
+    with contextlib.suppress(Exception):
+        depth += len(cb.batch_processor.scheduler.waiting_requests)
+    return depth
+
+
+def _add_done_marker(app: Any) -> None:
+    """Append ``data: [DONE]`` to every streamed chat completion (point 3 of the module docstring)."""
+    from fastapi import Request
 
     @app.middleware("http")
     async def _done_marker(request: Request, call_next):
@@ -209,6 +196,9 @@ def build_app(settings: Settings):
             response.body_iterator = with_done()
         return response
 
+
+def _add_warmup(app: Any, chat: Any, folder: Path, device: str, dtype: str) -> None:
+    """Warm the CB worker up in the app's lifespan, before the port opens (point 4)."""
     original_lifespan = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -220,6 +210,59 @@ def build_app(settings: Settings):
             yield
 
     app.router.lifespan_context = lifespan
+
+
+def build_app(settings: Settings):
+    """Assemble transformers' serving app on ``settings.generator_model_path`` (loads the model: seconds).
+
+    Returns the FastAPI app, with ``GET /metrics`` (:mod:`model.server_metrics`); its lifespan warms the
+    continuous-batching worker up before serving. Raises :class:`model.prepare.ModelNotFound` when the
+    folder is not prepared.
+    """
+    from model.prepare import ModelNotFound, is_prepared
+
+    gen = settings.generator
+    folder = settings.generator_model_path
+    if not is_prepared(folder):
+        raise ModelNotFound(f"no prepared model at {folder}: run `campfire model prepare` first")
+
+    from transformers import ContinuousBatchingConfig
+    from transformers.cli.serving.chat_completion import ChatCompletionHandler
+    from transformers.cli.serving.completion import CompletionHandler
+    from transformers.cli.serving.model_manager import ModelManager
+    from transformers.cli.serving.response import ResponseHandler
+    from transformers.cli.serving.server import build_server
+    from transformers.cli.serving.systemone import SystemOneHandler
+    from transformers.cli.serving.transcription import TranscriptionHandler
+
+    from model.server_metrics import add_metrics
+
+    device, dtype = resolve_device(gen.device)
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(cpu_threads())
+    manager = ModelManager(device=device, dtype=dtype, continuous_batching=True, force_model=str(folder))
+    cb_config = ContinuousBatchingConfig(
+        max_memory_percent=gen.cb_memory_percent,
+        max_batch_tokens=MAX_BATCH_TOKENS,
+        max_requests_per_batch=max(16, 2 * gen.max_concurrency),
+        per_request_processors=True,
+    )
+    state = _generation_state(cb_config, gen.context_tokens)
+    chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
+    app = build_server(
+        manager,
+        chat,
+        completion_handler=CompletionHandler(model_manager=manager, generation_state=state),
+        response_handler=ResponseHandler(model_manager=manager, generation_state=state),
+        transcription_handler=TranscriptionHandler(manager, state),
+        systemone_handler=SystemOneHandler(model_manager=manager, generation_state=state),
+        generation_state=state,
+    )
+    _add_done_marker(app)
+    add_metrics(app, queue_depth=lambda: scheduler_queue_depth(state))
+    _add_warmup(app, chat, folder, device, dtype)
     return app
 
 
@@ -248,25 +291,36 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
     return 0
 
 
-def main() -> int:
-    """``python -m model.server [--host H] [--port P] [--config PATH] [--data-dir DIR]`` (what the embedded supervisor runs)."""
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model.server [--host H] [--port P] [--config PATH] [--data-dir DIR]`` — what the
+    embedded supervisor runs (the same as ``campfire serve``, without importing the CLI). Settings
+    come from ``--config``/``./config.toml``, ``CAMPFIRE_*`` environment variables and ``--data-dir``.
+    Returns the exit code: 2 with one line on stderr for a configuration error or a missing model."""
     import argparse
+    import sys
 
-    from campfire.cli import main as campfire_main
+    from campfire.config import ConfigError, load_settings
     from model.supervisor import exit_with_parent
 
     exit_with_parent()
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m model.server", description="Campfire's generator server")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--config")
     parser.add_argument("--data-dir", type=Path)
-    args, _ = parser.parse_known_args()
-    argv = ["serve"]
-    for flag, value in (("--host", args.host), ("--port", args.port), ("--config", args.config), ("--data-dir", args.data_dir)):
-        if value is not None:
-            argv += [flag, str(value)]
-    return campfire_main(argv)
+    args, _ = parser.parse_known_args(argv)
+    try:
+        settings = load_settings(args.config, data_dir=args.data_dir)
+    except ConfigError as err:
+        print(f"campfire serve: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "urllib3", "transformers"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return run_server(settings, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

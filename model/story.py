@@ -19,7 +19,14 @@ from typing import Literal
 from campfire.config import StorySettings
 from model.client import GeneratorClient, QueueCallback, invoke_callback
 from model.errors import EmptyOutput
-from model.prompts import Language, build_continue_messages, build_story_messages, detect_language, story_max_tokens
+from model.prompts import (
+    Language,
+    build_continue_messages,
+    build_story_messages,
+    detect_language,
+    story_max_tokens,
+    strip_controls,
+)
 
 DeltaCallback = Callable[[str], Awaitable[None] | None]
 
@@ -60,14 +67,15 @@ class StoryResult:
 
 
 def validate_theme(theme: str, max_chars: int = 300) -> str:
-    """Clean a member's theme: control characters removed, whitespace collapsed.
+    """Clean a member's theme: control characters removed (:func:`model.prompts.strip_controls`, then
+    the other invisible format characters too), whitespace collapsed.
 
     Raises ``ValueError`` with a sentence a member can read when the theme is empty or longer than
     ``max_chars`` characters. Returns the cleaned theme.
     """
     if not isinstance(theme, str):
         raise ValueError("Please give your story a theme, in a few words.")
-    cleaned = "".join(" " if ch in "\n\t\r" else ch for ch in theme if ch in "\n\t\r" or unicodedata.category(ch)[0] != "C")
+    cleaned = "".join(ch for ch in strip_controls(theme) if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
     cleaned = re.sub(r"\s+", " ", cleaned).strip()
     if not cleaned:
         raise ValueError("Please give your story a theme, in a few words — for example: a chance meeting on a rainy day.")

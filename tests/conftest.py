@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from campfire.config import Settings, load_settings  # noqa: E402
+from campfire.config import Settings  # noqa: E402
 from recsys.store import Store  # noqa: E402
 
 pytest_plugins = ["tests.plugins.generator", "tests.plugins.recsys"]

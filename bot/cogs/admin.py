@@ -4,25 +4,19 @@ Server Settings → Integrations)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import re
-import zoneinfo
-from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.i18n import register
-from bot.views import services_of
+from bot.render import settings_embed, settings_reply, settings_refused, status_embed
+from campfire.features import guilds
+from campfire.features.types import SettingsRequest
 
-log = logging.getLogger(__name__)
-
-PERSONA_MAX = 1000  # characters of a guild persona (it is part of every chat prompt)
-_HHMM = re.compile(r"^\s*(\d{1,2})[:h.](\d{2})\s*$")
-ADMIN_COLOUR = discord.Colour.dark_teal()
+if TYPE_CHECKING:
+    from bot.app import CampfireBotMixin
 
 register({
     "Campfire settings and status (server managers)": "篝火的设置与状态（服务器管理员）",
@@ -43,65 +37,18 @@ register({
 })
 
 
-def parse_hhmm(text: str) -> str:
-    """``"7:05"`` → ``"07:05"``; raises ValueError with a sentence an admin can read."""
-    m = _HHMM.match(text)
-    if not m or not (0 <= int(m[1]) < 24 and 0 <= int(m[2]) < 60):
-        raise ValueError(f"“{text}” is not a time of day: use HH:MM on a 24-hour clock, e.g. 18:00.")
-    return f"{int(m[1]):02d}:{int(m[2]):02d}"
-
-
-def parse_timezone(name: str) -> str:
-    """An IANA timezone name checked with ``zoneinfo`` (``Europe/Paris``); raises ValueError otherwise."""
-    name = name.strip()
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"“{name}” is not an IANA timezone: use a name such as Europe/Paris, Asia/Shanghai or UTC.") from None
-    return name
-
-
-@lru_cache(maxsize=1)
-def _zones() -> tuple[str, ...]:
-    return tuple(sorted(zoneinfo.available_timezones()))
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _channels(ids: list[int]) -> str:
-    return ", ".join(f"<#{i}>" for i in ids) if ids else "—"
-
-
-def settings_embed(guild: dict[str, Any], defaults: Any) -> discord.Embed:
-    """The guild's settings as an embed (field values ≤ 1024 characters)."""
-    embed = discord.Embed(title="Campfire settings", colour=ADMIN_COLOUR)
-    digest = f"<#{guild['digest_channel_id']}>" if guild.get("digest_channel_id") else "direct messages"
-    embed.add_field(name="Daily post", value=f"{digest} at {guild.get('digest_time') or defaults.digest.default_time} "
-                    f"({guild.get('timezone') or defaults.digest.default_timezone})", inline=False)
-    embed.add_field(name="Persona", value=_clip(guild.get("persona") or "(default)", 1024), inline=False)
-    embed.add_field(name="NSFW allowed", value="yes" if guild.get("nsfw_allowed") else "no")
-    learn = guild.get("learn_channel_ids") or []
-    embed.add_field(name="Learns from", value=_clip(_channels(learn) if learn else "every channel it can see", 1024))
-    embed.add_field(name="Ignores", value=_clip(_channels(guild.get("ignore_channel_ids") or []), 1024))
-    return embed
-
-
 class AdminCog(commands.Cog, name="Admin"):
-    """Guild settings and health, for members with Manage Server."""
+    """Guild settings and health, for members with Manage Server: adapters to
+    :mod:`campfire.features.guilds`, rendered by :mod:`bot.render`."""
 
     campfire = app_commands.Group(
         name="campfire", description="Campfire settings and status (server managers)", guild_only=True,
         default_permissions=discord.Permissions(manage_guild=True),
     )
 
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: CampfireBotMixin) -> None:
         self.bot = bot
-
-    @property
-    def services(self) -> Any:
-        return services_of(self.bot)
+        self.app = bot.app
 
     @campfire.command(name="settings", description="Show or change Campfire's settings for this server")
     @app_commands.describe(
@@ -128,97 +75,38 @@ class AdminCog(commands.Cog, name="Admin"):
         ignore: discord.TextChannel | None = None,
         learn_everywhere: bool | None = None,
     ) -> None:
-        guild_id = interaction.guild_id
-        assert guild_id is not None  # guild_only
-        # validate everything first: a bad value changes nothing
-        changes: dict[str, Any] = {}
+        assert interaction.guild_id is not None  # guild_only
+        request = SettingsRequest(
+            digest_channel_id=digest_channel.id if digest_channel else None, digest_in_dms=digest_in_dms,
+            time=time, timezone=timezone, persona=persona, nsfw_allowed=nsfw_allowed,
+            learn_from=learn_from.id if learn_from else None, ignore=ignore.id if ignore else None,
+            learn_everywhere=learn_everywhere,
+        )
         try:
-            if time is not None:
-                changes["digest_time"] = parse_hhmm(time)
-            if timezone is not None:
-                changes["timezone"] = parse_timezone(timezone)
-            if persona is not None:
-                persona = persona.strip()
-                if len(persona) > PERSONA_MAX:
-                    raise ValueError(f"The persona is {len(persona)} characters long; the limit is {PERSONA_MAX}.")
-                changes["persona"] = None if persona.lower() in ("", "default", "reset") else persona
-            if digest_channel is not None and digest_in_dms:
-                raise ValueError("Choose either a digest channel or direct messages, not both.")
-            if learn_from is not None and ignore is not None and learn_from.id == ignore.id:
-                raise ValueError("A channel cannot be both learned from and ignored.")
+            guilds.validate(request)  # a bad value is refused at once and changes nothing
         except ValueError as err:
-            await interaction.response.send_message(f"🙏 {err} Nothing was changed.", ephemeral=True)
+            await interaction.response.send_message(settings_refused(err), ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        store = self.services.store
-        guild = await store.get_guild(guild_id)
-        if guild is None:
-            await store.upsert_guild(guild_id, interaction.guild.name if interaction.guild else "")
-            guild = await store.get_guild(guild_id)
+        update = await guilds.update_settings(self.app, interaction.guild_id, request, by=interaction.user.id,
+                                              guild_name=interaction.guild.name if interaction.guild else "")
         notes: list[str] = []
-        if digest_channel is not None:
-            changes["digest_channel_id"] = digest_channel.id
-            me = interaction.guild.me if interaction.guild else None
-            if me is not None and not digest_channel.permissions_for(me).send_messages:
-                notes.append(f"⚠️ I cannot send messages in {digest_channel.mention} yet: please give me that permission.")
-        if digest_in_dms:
-            changes["digest_channel_id"] = None
-        if nsfw_allowed is not None:
-            changes["nsfw_allowed"] = nsfw_allowed
-        learn = list(guild["learn_channel_ids"])
-        ignored = list(guild["ignore_channel_ids"])
-        if learn_everywhere:
-            learn, ignored = [], []
-        if learn_from is not None:
-            learn = sorted(set(learn) | {learn_from.id})
-            ignored = [c for c in ignored if c != learn_from.id]
-        if ignore is not None:
-            ignored = sorted(set(ignored) | {ignore.id})
-            learn = [c for c in learn if c != ignore.id]
-        if learn != guild["learn_channel_ids"]:
-            changes["learn_channel_ids"] = learn
-        if ignored != guild["ignore_channel_ids"]:
-            changes["ignore_channel_ids"] = ignored
-        if changes:
-            async with store.transaction():
-                await store.update_guild(guild_id, **changes)
-            log.info("guild %s settings changed by %s: %s", guild_id, interaction.user.id, ", ".join(sorted(changes)))
-        guild = await store.get_guild(guild_id)
-        header = "✅ Saved." if changes else "Current settings (pass options to change them):"
-        await interaction.followup.send("\n".join([header, *notes]), embed=settings_embed(guild, self.services.settings),
-                                        ephemeral=True)
+        me = interaction.guild.me if interaction.guild else None
+        if digest_channel is not None and me is not None and not digest_channel.permissions_for(me).send_messages:
+            notes.append(f"⚠️ I cannot send messages in {digest_channel.mention} yet: please give me that permission.")
+        await interaction.followup.send(settings_reply(update, notes), embed=settings_embed(update.settings), ephemeral=True)
 
     @settings.autocomplete("timezone")
     async def _timezone_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        needle = current.strip().lower().replace(" ", "_")
-        hits = [z for z in _zones() if needle in z.lower()] if needle else ["UTC", "Europe/London", "Europe/Paris",
-                                                                            "America/New_York", "Asia/Shanghai"]
-        return [app_commands.Choice(name=z, value=z) for z in hits[:25]]
+        return [app_commands.Choice(name=z, value=z) for z in guilds.suggest_timezones(current)]
 
     @campfire.command(name="status", description="Generator health, queue and index sizes")
     async def status(self, interaction: discord.Interaction) -> None:
+        assert interaction.guild_id is not None  # guild_only
         await interaction.response.defer(ephemeral=True, thinking=True)
-        services = self.services
-        embed = discord.Embed(title="Campfire status", colour=ADMIN_COLOUR)
-        generator = services.generator
-        if generator is None:
-            embed.add_field(name="Generator", value="not connected", inline=False)
-        else:
-            try:
-                healthy = await asyncio.wait_for(generator.health(), timeout=5.0)
-            except Exception as err:  # health must never break /campfire status
-                log.warning("generator health check failed: %s", err)
-                healthy = False
-            embed.add_field(name="Generator", value="🟢 healthy" if healthy else "🔴 unavailable")
-            embed.add_field(name="Generating now", value=str(generator.in_flight))
-            embed.add_field(name="Waiting in queue", value=str(generator.queue_depth))
-        stats = services.recommender.stats(interaction.guild_id)
-        for key, value in list(stats.items())[:20]:
-            embed.add_field(name=_clip(str(key).replace("_", " "), 256), value=_clip(str(value), 1024))
-        guild = await services.store.get_guild(interaction.guild_id) or {}
-        embed.set_footer(text=f"Last daily post: {guild.get('last_digest_date') or 'never'}")
-        await interaction.followup.send(embed=embed, ephemeral=True)
+        status = await guilds.status(self.app, interaction.guild_id)
+        await interaction.followup.send(embed=status_embed(status), ephemeral=True)
 
 
 async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(AdminCog(bot))
+    await bot.add_cog(AdminCog(bot))  # type: ignore[arg-type]

@@ -3,8 +3,7 @@ started.
 
 Flow (one message): should we answer? → per-member cooldown → memory (the reply chain, or the
 thread's recent history; at most ``chat.history_messages`` messages, trimmed to the token budget by
-``model.prompts``) → persona (channel, then guild, then ``chat.persona``) →
-``model.chat.stream_reply`` → :class:`bot.messages.StreamingReply` edits the reply at most once per
+``model.prompts``) → persona and streamed reply from :mod:`campfire.features.chat` → :class:`bot.messages.StreamingReply` edits the reply at most once per
 ``chat.edit_interval_s`` and continues in a new message before 2,000 characters. Typing is shown
 until the first message; when the generator is saturated the member sees their queue position.
 Every message allows a ping of the member being answered only (never @everyone, @here or roles).
@@ -16,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -23,6 +23,7 @@ from discord.ext import commands
 
 from bot.errors import generator_message, new_error_id
 from bot.messages import StreamingReply
+from campfire.features import chat
 
 if TYPE_CHECKING:
     from bot.app import CampfireBotMixin
@@ -59,12 +60,12 @@ def readable_content(message: discord.Message, bot_id: int) -> str:
 
 
 class Chat(commands.Cog):
-    """The chat listener. ``bot.services.generator`` may be None (then members get a kind message)."""
+    """The chat listener. ``bot.app.generator`` may be None (then members get a kind message)."""
 
     def __init__(self, bot: CampfireBotMixin) -> None:
         self.bot = bot
-        self.services = bot.services
-        self.settings = bot.services.settings
+        self.app = bot.app
+        self.settings = bot.app.settings
         per = self.settings.discord.cooldown_message_s
         self._cooldown = commands.CooldownMapping.from_cooldown(1, per, _cooldown_key) if per > 0 else None
 
@@ -168,23 +169,13 @@ class Chat(commands.Cog):
         return out
 
     async def persona(self, message: discord.Message) -> str:
-        """The persona for ``message``'s channel: the channel's (or a thread's parent's), else the
-        guild's, else ``chat.persona``."""
-        store = self.services.store
+        """The persona for ``message``'s channel (:func:`campfire.features.chat.persona`: the
+        channel's, a thread's parent's, the guild's, else ``chat.persona``)."""
         channel = message.channel
-        ids = [channel.id]
-        parent_id = getattr(channel, "parent_id", None)
-        if parent_id:
-            ids.append(parent_id)
-        if message.guild is not None:
-            for cid in ids:
-                row = await store.get_channel(cid)
-                if row and row.get("persona"):
-                    return str(row["persona"])
-            guild = await store.get_guild(message.guild.id)
-            if guild and guild.get("persona"):
-                return str(guild["persona"])
-        return self.settings.chat.persona
+        return await chat.persona(
+            self.app, guild_id=message.guild.id if message.guild is not None else None,
+            channel_id=channel.id, parent_id=getattr(channel, "parent_id", None),
+        )
 
     # ---- answering -----------------------------------------------------------------------------
     @commands.Cog.listener()
@@ -217,8 +208,7 @@ class Chat(commands.Cog):
             return await msg.edit(content=content, allowed_mentions=mentions)
 
         reply = StreamingReply(send, edit, edit_interval_s=self.settings.chat.edit_interval_s)
-        generator = self.services.generator
-        if generator is None:
+        if self.app.generator is None:
             await reply.set_status(UNAVAILABLE_TEXT)
             return reply
 
@@ -227,21 +217,12 @@ class Chat(commands.Cog):
 
         typing = asyncio.create_task(self._typing(channel, sent_any), name="campfire-chat-typing")
         try:
-            from model.chat import stream_reply
-
             turns = await self.turns(message)
             persona = await self.persona(message)
             log.debug("answering member %s in channel %s with %d turn(s)", message.author.id, channel.id, len(turns))
-            async for delta in stream_reply(
-                generator,
-                persona=persona,
-                turns=turns,
-                chat=self.settings.chat,
-                counter=self.services.counter,
-                user=str(message.author.id),
-                on_queued=on_queued,
-            ):
-                await reply.push(delta)
+            async with aclosing(chat.reply(self.app, persona, turns, member_id=message.author.id, on_queued=on_queued)) as deltas:
+                async for delta in deltas:
+                    await reply.push(delta)
             await reply.finish(fallback="…")
         except Exception as err:  # generator down, Discord error, or a bug: tell the member kindly
             text = generator_message(err)

@@ -1,18 +1,14 @@
-"""The daily personalised post.
+"""The daily personalised post: the Discord side of :mod:`campfire.features.digest`.
 
-Every minute (``discord.ext.tasks.loop``) the cog asks ``recsys.digest.due_guilds`` which guilds'
-local time (IANA timezone, ``zoneinfo``) has come today without a post, and for each:
-
-1. ``recsys.digest.daily_picks(dry_run=False)`` — every subscribed member's picks, recorded in
-   ``recommendations_sent`` (a re-run on the same local date returns the same picks);
-2. one message in the guild's digest channel mentioning only those members
-   (``AllowedMentions(users=[...])``), or — when it would pass 2,000 characters — a short message
-   with a thread holding the picks; with no usable digest channel, one DM per member;
-3. ``recsys.digest.mark_posted`` — so the guild is not due again that local day, even after a restart.
-
-A restart later the same day catches up (the guild is still due); a failure before anything was
-posted leaves the guild due, so the next tick retries. The clock is injectable (``DailyCog.clock``,
-an aware UTC ``datetime``) for tests.
+Every minute (``discord.ext.tasks.loop``) the cog asks :func:`campfire.features.digest.due` which
+guilds' local time has come today without a post and, for each guild the bot is in, hands
+:func:`campfire.features.digest.post` its sending: one message in the guild's digest channel
+mentioning only the members picked for (``AllowedMentions(users=[...])``), or — when it would pass
+2,000 characters — a short message with a thread holding the picks; with no usable digest channel,
+one DM per member. Which guilds are due, the picks (recorded), marking posted and the retry policy
+(a failure before anything was sent retries next tick; after a partial post, never twice a day) are
+the feature's; the text is :mod:`bot.render`'s. The clock is injectable (``DailyCog.clock``, an aware
+UTC ``datetime``) for tests.
 """
 
 from __future__ import annotations
@@ -22,15 +18,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands, tasks
 
-from bot.cogs.recommend import pick_line
-from bot.messages import DISCORD_LIMIT, sanitise, split_message
-from bot.views import services_of
-from recsys.digest import MemberPicks, daily_picks, due_guilds, mark_posted
+from bot import render
+from bot.messages import DISCORD_LIMIT, split_message
+from campfire.features import digest
+
+if TYPE_CHECKING:
+    from campfire.app import App
+    from campfire.features.types import DigestDue, DigestRun, MemberPicks
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,6 @@ class DigestPost:
     members: int
     where: str  # "channel" | "thread" | "dm" | "none"
     messages: list[discord.Message]
-
-
-def member_section(mp: MemberPicks) -> str:
-    """One member's part of the post: their mention, then one line per pick (reason and link)."""
-    lines = [f"<@{mp.member_id}>"]
-    lines += [f"{n}. {pick_line(p)}" for n, p in enumerate(mp.picks, 1)]
-    return sanitise("\n".join(lines))
 
 
 def pack(sections: list[str], limit: int = DISCORD_LIMIT) -> list[str]:
@@ -89,8 +81,8 @@ class DailyCog(commands.Cog, name="Daily"):
         self._tick_lock = asyncio.Lock()
 
     @property
-    def services(self) -> Any:
-        return services_of(self.bot)
+    def app(self) -> App:
+        return self.bot.app  # type: ignore[attr-defined]
 
     async def cog_load(self) -> None:
         self.loop.start()
@@ -111,71 +103,59 @@ class DailyCog(commands.Cog, name="Daily"):
 
     async def tick(self, now: datetime | None = None) -> list[DigestPost]:
         """Post for every guild due at ``now`` (default ``self.clock()``); returns what was posted.
-        Guilds the bot is not in (e.g. imported from an export) are skipped and stay due."""
+        Guilds the bot is not in (e.g. imported from an export) are skipped and stay due; a guild
+        whose post fails is logged (the feature's retry policy decides whether it stays due)."""
         now = now or self.clock()
-        services = self.services
         posts: list[DigestPost] = []
         async with self._tick_lock:  # a slow tick never overlaps the next one
-            for guild_id, date in await due_guilds(services.store, now, services.settings.digest):
-                guild = self.bot.get_guild(guild_id)
+            for due in await digest.due(self.app, now):
+                guild = self.bot.get_guild(due.guild.id)
                 if guild is None:
                     continue
                 try:
-                    posts.append(await self.post_digest(guild, date))
+                    posts.append(await self.post_digest(guild, due))
                 except Exception:
-                    log.exception("daily post for guild %s on %s failed; retrying next minute", guild_id, date)
+                    log.exception("daily post for guild %s on %s failed", due.guild.id, due.date)
         return posts
 
-    async def post_digest(self, guild: discord.Guild, date: str) -> DigestPost:
-        """Compute, post and mark one guild's daily post for its local ``date`` (YYYY-MM-DD)."""
-        services = self.services
-        picks = await daily_picks(services.recommender, guild.id, date, dry_run=False)
-        if guild.chunked:  # members who left are not posted about
-            picks = [mp for mp in picks if guild.get_member(mp.member_id) is not None]
-        settings = await services.store.get_guild(guild.id) or {}
-        channel = guild.get_channel(settings.get("digest_channel_id") or 0)
-        where, messages = "none", []  # ``messages`` fills as they are sent
-        try:
-            if picks:
-                me = guild.me
-                if isinstance(channel, discord.TextChannel) and me is not None and channel.permissions_for(me).send_messages:
-                    where = await self._post_in_channel(channel, picks, date, messages)
-                else:
-                    if settings.get("digest_channel_id"):
-                        log.warning("guild %s: digest channel %s is missing or not writable; sending DMs",
-                                    guild.id, settings.get("digest_channel_id"))
-                    where = "dm"
-                    await self._post_dms(guild, picks, date, messages)
-        except Exception:
-            if messages:  # part of today's post is out: never post it a second time today
-                await mark_posted(services.store, guild.id, date)
-                log.warning("daily post for guild %s on %s stopped after %d message(s); not retried today",
-                            guild.id, date, len(messages))
-            raise
-        await mark_posted(services.store, guild.id, date)
-        log.info("daily post for guild %s on %s: %d members, %s", guild.id, date, len(picks), where)
-        return DigestPost(guild.id, date, len(picks), where, messages)
+    async def post_digest(self, guild: discord.Guild, due: DigestDue) -> DigestPost:
+        """Compute, send and mark one guild's daily post (:func:`campfire.features.digest.post`)."""
+        sent: list[discord.Message] = []  # fills as messages go out (the retry policy reads it)
 
-    async def _post_in_channel(
-        self, channel: discord.TextChannel, picks: list[MemberPicks], date: str, sent: list[discord.Message]
-    ) -> str:
+        def present(member_id: int) -> bool:  # members who left are not posted about
+            return not guild.chunked or guild.get_member(member_id) is not None
+
+        async def deliver(run: DigestRun) -> str:
+            channel = guild.get_channel(run.guild.digest_channel_id or 0)
+            me = guild.me
+            if isinstance(channel, discord.TextChannel) and me is not None and channel.permissions_for(me).send_messages:
+                return await self._post_in_channel(channel, run, sent)
+            if run.guild.digest_channel_id:
+                log.warning("guild %s: digest channel %s is missing or not writable; sending DMs",
+                            guild.id, run.guild.digest_channel_id)
+            await self._post_dms(guild, run, sent)
+            return "dm"
+
+        run = await digest.post(self.app, due, deliver, sent=sent, present=present)
+        return DigestPost(guild.id, run.date, len(run.picks), run.where, sent)
+
+    async def _post_in_channel(self, channel: discord.TextChannel, run: DigestRun, sent: list[discord.Message]) -> str:
         """Post in the digest channel (one message, or a header and a thread); appends to ``sent``
         as it goes and returns where the picks went (``channel`` | ``thread``)."""
-        member_ids = [mp.member_id for mp in picks]
-        header = f"🔥 **Today's picks** ({date})"
-        sections = [member_section(mp) for mp in picks]
-        whole = header + "\n\n" + "\n\n".join(sections)
+        member_ids = [mp.member_id for mp in run.picks]
+        sections = [render.digest_member_section(mp) for mp in run.picks]
+        whole = render.digest_header(run.date) + "\n\n" + "\n\n".join(sections)
         if len(whole) <= DISCORD_LIMIT:
             sent.append(await channel.send(whole, allowed_mentions=mentions_in(whole, member_ids), suppress_embeds=True))
             return "channel"
         # too long for one message: a short message, and the picks in a thread under it
-        first = await channel.send(
-            f"{header}: picks for {len(picks)} members in the thread below 👇", allowed_mentions=discord.AllowedMentions.none()
-        )
+        first = await channel.send(render.digest_thread_intro(run.date, len(run.picks)),
+                                   allowed_mentions=discord.AllowedMentions.none())
         sent.append(first)
         target: discord.abc.Messageable = channel
         try:
-            target = await first.create_thread(name=f"Today's picks {date}", auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+            target = await first.create_thread(name=render.digest_thread_name(run.date),
+                                               auto_archive_duration=THREAD_ARCHIVE_MINUTES)
             where = "thread"
         except discord.HTTPException as err:  # no thread permission: continue in the channel
             log.warning("guild %s: cannot create the daily thread (%s); posting in the channel", channel.guild.id, err)
@@ -184,21 +164,18 @@ class DailyCog(commands.Cog, name="Daily"):
             sent.append(await target.send(content, allowed_mentions=mentions_in(content, member_ids), suppress_embeds=True))
         return where
 
-    async def _post_dms(
-        self, guild: discord.Guild, picks: list[MemberPicks], date: str, sent: list[discord.Message]
-    ) -> None:
+    async def _post_dms(self, guild: discord.Guild, run: DigestRun, sent: list[discord.Message]) -> None:
         """DM each member their picks (appending to ``sent``); a member with closed DMs is skipped."""
-        for mp in picks:
-            lines = [f"🔥 Your picks from **{discord.utils.escape_markdown(guild.name)}** ({date}):"]
-            lines += [f"{n}. {pick_line(p)}" for n, p in enumerate(mp.picks, 1)]
-            lines.append("`/recommend unsubscribe` in the server stops these.")
+        for mp in run.picks:
             try:
-                user = guild.get_member(mp.member_id) or await self.bot.fetch_user(mp.member_id)
-                for content in split_message(sanitise("\n".join(lines))):
-                    sent.append(await user.send(content, allowed_mentions=discord.AllowedMentions.none(),
-                                                suppress_embeds=True))
+                await self._dm(guild, mp, run.date, sent)
             except discord.HTTPException as err:  # DMs closed or user gone: the others still get theirs
                 log.info("guild %s: no DM to member %s (%s)", guild.id, mp.member_id, err)
+
+    async def _dm(self, guild: discord.Guild, mp: MemberPicks, date: str, sent: list[discord.Message]) -> None:
+        user = guild.get_member(mp.member_id) or await self.bot.fetch_user(mp.member_id)
+        for content in split_message(render.digest_dm(guild.name, mp, date)):
+            sent.append(await user.send(content, allowed_mentions=discord.AllowedMentions.none(), suppress_embeds=True))
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -107,11 +107,11 @@ async def test_app_command_errors_become_ephemeral_messages_with_an_error_id(bot
 
 async def test_every_command_has_simplified_chinese_names_and_descriptions(make_settings):
     """Loads every extension (whatever exists) and checks the translated payload of each command."""
-    from campfire.services import Services
+    from campfire.app import App
 
     settings = make_settings()
-    services = Services(settings=settings, store=None, recommender=None, generator=None, counter=None)  # type: ignore[arg-type]
-    bot = SingleShardCampfireBot(services, sync_commands=False)
+    app = App(settings=settings, store=None, recommender=None, generator=None, counter=None)  # type: ignore[arg-type]
+    bot = SingleShardCampfireBot(app, sync_commands=False)
     await bot._async_setup_hook()
     for name in EXTENSIONS:
         try:

@@ -13,7 +13,7 @@ import pytest
 
 from bot.app import SingleShardCampfireBot
 from bot.cogs.daily import pack
-from campfire.services import Services
+from campfire.app import App
 from recsys.store import Item, Store
 from tests.bot.harness import snowflake
 
@@ -84,9 +84,9 @@ async def start_another_bot(h, monkeypatch):
     store = await Store.open(h.settings.db_path)
     recommender = Recommender(store, h.recommender.embedder, h.settings)
     await recommender.start()
-    services = Services(settings=h.settings, store=store, recommender=recommender, generator=None,
-                        counter=h.services.counter)
-    bot2 = SingleShardCampfireBot(services, extensions=("bot.cogs.daily",), sync_commands=False)
+    app = App(settings=h.settings, store=store, recommender=recommender, generator=None,
+                        counter=h.app.counter)
+    bot2 = SingleShardCampfireBot(app, extensions=("bot.cogs.daily",), sync_commands=False)
     await bot2._async_setup_hook()
     await bot2.setup_hook()
     monkeypatch.setattr(bot2, "get_guild", lambda gid: h.guild if gid == h.guild.id else None)

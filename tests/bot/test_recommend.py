@@ -153,13 +153,13 @@ def test_picks_embed_stays_within_discord_limits_for_25_long_picks():
     embed within 6,000 characters, links kept whole."""
     from types import SimpleNamespace
 
-    from bot.cogs.recommend import picks_embed
-    from recsys.recommend import Pick
+    from bot.render import picks_embed
+    from campfire.features.types import Pick
 
     member = SimpleNamespace(display_name="m" * 300, display_avatar=SimpleNamespace(url="https://cdn.discordapp.com/a.png"))
     picks = [
-        Pick(item=Item(id=1000 + n, guild_id=1, kind="story", text="t", created_at=0.0, title="T" * 400,
-                       url=f"https://example.org/story/{n}"), score=0.5, reason=f"{n} " + "because " * 700)
+        Pick(item_id=1000 + n, title="T" * 200, link=f"https://example.org/story/{n}", kind="story", score=0.5,
+             reason=f"{n} " + "because " * 700)
         for n in range(25)
     ]
     embed = picks_embed(picks, member)

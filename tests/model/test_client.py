@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from contextlib import aclosing
@@ -11,7 +12,14 @@ import pytest
 
 from campfire.config import GeneratorSettings
 from model.client import GeneratorClient
-from model.errors import ContextTooLong, GeneratorError, GeneratorTimeout, GeneratorUnavailable
+from model.errors import (
+    ContextTooLong,
+    GeneratorError,
+    GeneratorProtocolError,
+    GeneratorTimeout,
+    GeneratorUnavailable,
+    StreamInterrupted,
+)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -204,4 +212,107 @@ async def test_a_refused_probe_closes_the_breaker(fake_openai):
         await collect(client)  # the probe: refused, but answered
     fake_openai.status = None
     assert "".join(await collect(client)) == fake_openai.reply
+    await client.aclose()
+
+
+# --- issue 13 items 6–8: unreadable, truncated and recovering generators ------------------------------
+
+
+async def test_a_stream_ending_without_finish_reason_or_done_is_interrupted(fake_openai):
+    """A proxy closing cleanly after the generator died: the cut text must not pass as a finished reply."""
+    fake_openai.end_after, fake_openai.finish_reason, fake_openai.send_done = 3, None, False
+    client = make_client(fake_openai.url, connect_retries=0, breaker_failures=1)
+    got: list[str] = []
+    with pytest.raises(StreamInterrupted) as err:
+        async for delta in client.stream_chat(MESSAGES, max_tokens=32):
+            got.append(delta)
+    assert isinstance(err.value, GeneratorUnavailable)  # the same error a cut connection raises
+    assert "".join(got) == fake_openai.reply[: 3 * fake_openai.chunk_chars]
+    assert client.breaker_open  # the breaker was told
+    await client.aclose()
+
+
+async def test_a_cut_connection_raises_stream_interrupted(fake_openai):
+    fake_openai.drop_after = 2
+    client = make_client(fake_openai.url, connect_retries=0)
+    with pytest.raises(StreamInterrupted):
+        await collect(client)
+    await client.aclose()
+
+
+@pytest.mark.parametrize("finish_reason,send_done", [("stop", False), (None, True), ("length", True)])
+async def test_either_finish_reason_or_done_completes_a_stream(fake_openai, finish_reason, send_done):
+    fake_openai.finish_reason, fake_openai.send_done = finish_reason, send_done
+    client = make_client(fake_openai.url)
+    assert "".join(await collect(client)) == fake_openai.reply
+    await client.aclose()
+
+
+@pytest.mark.parametrize("inject", ['{"choices": [{"index": 0, "delta": {"content": "x"}', "{'single': 'quotes'}", "[1, 2]"])
+async def test_malformed_sse_json_is_a_generator_error(fake_openai, inject):
+    fake_openai.inject_after, fake_openai.inject = 2, inject
+    client = make_client(fake_openai.url, connect_retries=0, breaker_failures=1)
+    with pytest.raises(GeneratorProtocolError) as err:
+        await collect(client)
+    assert isinstance(err.value, GeneratorUnavailable) and not isinstance(err.value, ValueError)
+    assert "Expecting" not in str(err.value) and "line 1" not in str(err.value)  # no parser text for members
+    assert client.breaker_open
+    await client.aclose()
+
+
+async def test_an_sse_error_event_is_a_generator_error_before_and_after_text(fake_openai):
+    fake_openai.inject = json.dumps({"error": {"message": "CUDA out of memory", "type": "server_error"}})
+    for after in (0, 2):  # before the first text delta, then mid-reply
+        client = make_client(fake_openai.url, connect_retries=0, breaker_failures=1)
+        fake_openai.inject_after = after
+        with pytest.raises(GeneratorProtocolError) as err:
+            await collect(client)
+        assert "CUDA" not in str(err.value) and "CUDA" in err.value.detail
+        assert client.breaker_open  # the breaker was told
+        await client.aclose()
+
+
+async def test_an_sse_error_event_about_the_context_is_context_too_long(fake_openai):
+    fake_openai.inject_after = 0
+    fake_openai.inject = json.dumps({"error": {"message": "This model's maximum context length is 2048 tokens", "code": 400}})
+    client = make_client(fake_openai.url, connect_retries=0, breaker_failures=1)
+    with pytest.raises(ContextTooLong):
+        await collect(client)
+    assert not client.breaker_open
+    await client.aclose()
+
+
+async def test_first_request_after_recovery_goes_through(fake_openai):
+    """Half-open by health probe: a generator that is back is used at once, not after breaker_reset_s."""
+    fake_openai.status, fake_openai.health_status = 503, 503
+    client = make_client(fake_openai.url, connect_retries=0, breaker_failures=1, breaker_reset_s=30.0)
+    with pytest.raises(GeneratorUnavailable):
+        await collect(client)
+    assert client.breaker_open
+    await asyncio.sleep(1.05)
+    with pytest.raises(GeneratorUnavailable):
+        await collect(client)  # still down: /health says so, no chat request sent
+    assert fake_openai.requests_started == 1 and fake_openai.health_checks == 1
+    with pytest.raises(GeneratorUnavailable):
+        await collect(client)  # within the probe interval: refused without asking again
+    assert fake_openai.health_checks == 1
+    fake_openai.status, fake_openai.health_status = None, 200  # the generator is back
+    await asyncio.sleep(1.05)
+    assert "".join(await collect(client)) == fake_openai.reply  # long before the 30 s reset
+    assert not client.breaker_open
+    await client.aclose()
+
+
+async def test_a_healthy_probe_that_fails_reopens_the_breaker(fake_openai):
+    fake_openai.status = 500  # /health says 200, but chat requests fail
+    client = make_client(fake_openai.url, connect_retries=0, breaker_failures=1, breaker_reset_s=30.0)
+    with pytest.raises(GeneratorUnavailable):
+        await collect(client)
+    await asyncio.sleep(1.05)
+    with pytest.raises(GeneratorUnavailable):
+        await collect(client)  # the probe went through and failed
+    assert fake_openai.requests_started == 2
+    with pytest.raises(GeneratorUnavailable):
+        await collect(client)  # open again: refused without a request
+    assert fake_openai.requests_started == 2 and client.breaker_open
     await client.aclose()

@@ -137,3 +137,34 @@ def test_split_title():
     assert split_title("**《雨中相遇》**\n雨停了。", "x") == ("雨中相遇", "雨停了。")
     long_first = "Once upon a time there was a small girl who lived by the sea and loved the rain very much.\nMore."
     assert split_title(long_first, "Fallback") == ("Fallback", long_first)
+
+
+# --- issue 13 item 9: control bytes never reach the generator ------------------------------------------
+
+
+def test_strip_controls_keeps_newlines_tabs_and_emoji():
+    from model.prompts import strip_controls
+
+    family = "👩\u200d👩\u200d👧"  # a ZWJ sequence must survive
+    assert strip_controls("a\x00b\x07c\x1b[1md\x7fe\x85f") == "abc[1mdef"
+    assert strip_controls("line one\r\nline two\rthree\tcol") == "line one\nline two\nthree\tcol"
+    assert strip_controls(f"{family} 雨 \u200f") == f"{family} 雨 \u200f"
+    assert strip_controls("lone \ud800 surrogate") == "lone  surrogate"
+    assert strip_controls("") == ""
+
+
+async def test_chat_message_controls_are_stripped_before_the_generator(fake_openai, make_settings):
+    from model.chat import stream_reply
+    from model.client import GeneratorClient
+
+    settings = make_settings()
+    client = GeneratorClient(fake_openai.url, api_key=None, model="fake-model", settings=settings.generator)
+    turns = [Turn("user", "earlier\x00 line\x1b", name="ann\x00"), Turn("user", "hello\x00\x08 there\n\tfriend", name="bo\x07b")]
+    reply = "".join([d async for d in stream_reply(client, persona="Be kind.\x00", turns=turns, chat=settings.chat,
+                                                    counter=TokenCounter(None))])
+    await client.aclose()
+    assert reply
+    sent = fake_openai.requests[-1]["messages"]
+    assert all("\x00" not in m["content"] and "\x1b" not in m["content"] and "\x07" not in m["content"] for m in sent)
+    assert sent[-1]["content"] == "bob: hello there\n\tfriend"
+    assert sent[0]["content"].startswith("Be kind.\n")

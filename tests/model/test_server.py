@@ -45,6 +45,22 @@ async def test_health_models_and_a_raw_streamed_completion(real_generator):
     assert chunks[-1]["usage"]["completion_tokens"] <= 16
 
 
+async def test_metrics_endpoint_on_the_real_server(real_generator):
+    """``campfire serve`` exposes Prometheus /metrics: requests, TTFT, tokens/s, queue depth."""
+    deltas = [d async for d in real_generator.client.stream_chat([{"role": "user", "content": "Say hi."}], max_tokens=8)]
+    assert deltas
+    root = real_generator.url.removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.get(root + "/metrics")
+    assert r.status_code == 200
+    assert 'campfire_server_requests_total{endpoint="chat",status="200"}' in r.text
+    for name in ("campfire_server_ttft_seconds_count", "campfire_server_tokens_per_second_count",
+                 "campfire_server_queue_depth", "campfire_server_requests_in_progress"):
+        assert name in r.text
+    ttft = [line for line in r.text.splitlines() if line.startswith("campfire_server_ttft_seconds_count")]
+    assert float(ttft[0].split()[-1]) >= 1
+
+
 async def test_four_concurrent_streams_all_complete(real_generator):
     client = real_generator.client
 

@@ -1,6 +1,6 @@
 """Shared generator fixtures.
 
-``fake_openai`` (function scope): a started :class:`tests.fakes.openai_server.FakeOpenAI` — a small
+``fake_openai`` (function scope): a started :class:`campfire.testing.openai_fake.FakeOpenAI` — a small
 OpenAI-compatible server on loopback whose reply text, per-chunk delay, HTTP error status, hang and
 mid-stream drop are set by attributes, and which records the JSON bodies it received in
 ``.requests``. ``.url`` ends in ``/v1``. Use it only where a test needs controlled output (errors,
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAI
+from campfire.testing.openai_fake import FakeOpenAI
 
 
 @pytest.fixture

@@ -1,4 +1,16 @@
-"""Wiring: the services both front ends (Discord bot, console) run on, with their lifetimes."""
+"""The application: the engines every front end runs on, opened and closed together.
+
+``open_app(settings)`` is the one thing a front end (the Discord bot, the console, the CLI's
+commands) is handed. It holds the engines — the SQLite store, the recommender facade (embedder and
+FAISS indexes), the generator client and the token counter — and nothing Discord- or
+terminal-specific. The use cases live in :mod:`campfire.features` as plain functions taking the
+:class:`App` first (``await stories.tell(app, request, ...)``); front ends adapt their inputs to
+those calls and render the results.
+
+Shape follows vLLM's OpenAI entrypoint (the engine is built once and handed to thin routes) and
+discord.py's ``examples/advanced_startup.py`` (the bot receives its typed dependencies in its
+constructor).
+"""
 
 from __future__ import annotations
 
@@ -19,27 +31,28 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Services:
-    """Everything a front end needs; built by :func:`open_services` or by tests directly."""
+class App:
+    """Everything a front end needs; built by :func:`open_app` or, in tests, directly.
+
+    ``generator`` is None when the app was opened with ``generator=False`` (import, digest, eval).
+    ``timings`` holds the seconds each part took to get ready in :func:`open_app`: ``store``,
+    ``embedder``, ``indexes``, ``tokenizer``, ``generator`` (for the embedded server: starting the
+    child process and loading the model).
+    """
 
     settings: Settings
     store: Store
     recommender: Recommender
     generator: GeneratorClient | None
     counter: TokenCounter
-    # seconds each part took to get ready in open_services: store, embedder, indexes, generator
-    # (for the embedded server: starting it and loading the model), tokenizer
     timings: dict[str, float] = field(default_factory=dict)
 
 
 @asynccontextmanager
-async def open_services(
-    settings: Settings, secrets: Secrets | None = None, *, generator: bool = True
-) -> AsyncIterator[Services]:
+async def open_app(settings: Settings, secrets: Secrets | None = None, *, generator: bool = True) -> AsyncIterator[App]:
     """Open the store, load the embedder and indexes, and (unless ``generator=False``) connect to
     the generator — starting the embedded server when ``generator.url`` is empty, concurrently with
-    the rest. Everything is closed in reverse order on exit. ``Services.timings`` holds the seconds
-    each part took (``store``, ``embedder``, ``indexes``, ``tokenizer``, ``generator``).
+    the rest. Everything is closed in reverse order on exit.
 
     Raises what the parts raise: :class:`model.errors.GeneratorUnavailable` when the embedded
     server cannot start, :class:`recsys.embed.EmbedderNotFound` for a missing embedder folder."""
@@ -87,6 +100,4 @@ async def open_services(
                 await asyncio.gather(gen_task, return_exceptions=True)
             raise
         client = await gen_task if gen_task is not None else None
-        yield Services(
-            settings=settings, store=store, recommender=recommender, generator=client, counter=counter, timings=timings
-        )
+        yield App(settings=settings, store=store, recommender=recommender, generator=client, counter=counter, timings=timings)

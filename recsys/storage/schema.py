@@ -1,0 +1,165 @@
+"""The schema of ``campfire.db``: the kinds and default weights the tables accept, the migrations
+(``PRAGMA user_version`` counts those applied) and the splitter that runs them statement by statement."""
+
+from __future__ import annotations
+
+ITEM_KINDS = ("message", "story", "imported")
+INTERACTION_KINDS = (
+    "authored",
+    "replied",
+    "reacted",
+    "requested",
+    "rated_up",
+    "rated_down",
+    "viewed",
+    "recommended",
+    "clicked",
+    "dismissed",
+)
+# Default weight of each interaction kind in a member's profile (negative = pushes away).
+DEFAULT_WEIGHTS = {
+    "authored": 1.0,
+    "replied": 0.8,
+    "reacted": 0.6,
+    "requested": 1.0,
+    "rated_up": 1.5,
+    "rated_down": -1.0,
+    "viewed": 0.2,
+    "recommended": 0.0,
+    "clicked": 0.8,
+    "dismissed": -0.7,
+}
+
+_MIGRATIONS: list[str] = [
+    # 0 -> 1
+    """
+    CREATE TABLE guilds (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL DEFAULT '',
+        digest_channel_id INTEGER,
+        digest_time TEXT,            -- HH:MM guild local time; NULL = settings default
+        timezone TEXT,               -- IANA name; NULL = settings default
+        persona TEXT,
+        nsfw_allowed INTEGER NOT NULL DEFAULT 0,
+        learn_channel_ids TEXT NOT NULL DEFAULT '[]',   -- JSON; empty = every visible channel
+        ignore_channel_ids TEXT NOT NULL DEFAULT '[]',  -- JSON
+        last_digest_date TEXT,       -- YYYY-MM-DD guild local date of the last daily post
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE channels (
+        id INTEGER PRIMARY KEY,
+        guild_id INTEGER NOT NULL REFERENCES guilds(id) ON DELETE CASCADE,
+        name TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL DEFAULT 'text',
+        parent_id INTEGER,
+        nsfw INTEGER NOT NULL DEFAULT 0,
+        persona TEXT,
+        -- permission snapshot: {"public": bool, "roles": [ids that may view], "members": [ids], "denied_members": [ids]}
+        visibility TEXT NOT NULL DEFAULT '{"public": true}',
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX channels_guild ON channels(guild_id);
+    CREATE TABLE members (
+        guild_id INTEGER NOT NULL REFERENCES guilds(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL,
+        display_name TEXT NOT NULL DEFAULT '',
+        role_ids TEXT NOT NULL DEFAULT '[]',
+        is_bot INTEGER NOT NULL DEFAULT 0,
+        opted_out INTEGER NOT NULL DEFAULT 0,
+        subscribed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE INDEX members_user ON members(user_id);
+    CREATE TABLE items (
+        id INTEGER PRIMARY KEY,
+        guild_id INTEGER NOT NULL REFERENCES guilds(id) ON DELETE CASCADE,
+        channel_id INTEGER,
+        kind TEXT NOT NULL CHECK (kind IN ('message', 'story', 'imported')),
+        author_id INTEGER,
+        title TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        url TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        created_at REAL NOT NULL,
+        nsfw INTEGER NOT NULL DEFAULT 0,
+        rating REAL NOT NULL DEFAULT 0,
+        external_id TEXT,
+        parent_item_id INTEGER,
+        meta TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (guild_id, external_id)
+    );
+    CREATE INDEX items_guild_created ON items(guild_id, created_at);
+    CREATE INDEX items_author ON items(author_id);
+    CREATE TABLE interactions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER NOT NULL REFERENCES guilds(id) ON DELETE CASCADE,
+        member_id INTEGER NOT NULL,
+        item_id INTEGER REFERENCES items(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('authored', 'replied', 'reacted', 'requested', 'rated_up',
+            'rated_down', 'viewed', 'recommended', 'clicked', 'dismissed')),
+        weight REAL NOT NULL,
+        created_at REAL NOT NULL,
+        text TEXT NOT NULL DEFAULT '',   -- what the interaction is about, embedded into the interaction index
+        source_id INTEGER,               -- the Discord message that produced it, when there is one
+        dedup_key TEXT NOT NULL UNIQUE
+    );
+    CREATE INDEX interactions_member ON interactions(guild_id, member_id, created_at);
+    CREATE INDEX interactions_item ON interactions(item_id);
+    CREATE TABLE embeddings (
+        owner TEXT NOT NULL CHECK (owner IN ('item', 'interaction')),
+        owner_id INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        vector BLOB NOT NULL,          -- float32 little-endian, L2-normalised, `dim` values
+        PRIMARY KEY (owner, owner_id)
+    );
+    CREATE INDEX embeddings_guild ON embeddings(owner, guild_id);
+    CREATE TABLE recommendations_sent (
+        guild_id INTEGER NOT NULL REFERENCES guilds(id) ON DELETE CASCADE,
+        member_id INTEGER NOT NULL,
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        date TEXT NOT NULL,            -- YYYY-MM-DD guild local date of the digest
+        score REAL NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        PRIMARY KEY (guild_id, member_id, item_id)
+    );
+    CREATE TRIGGER items_drop_vectors AFTER DELETE ON items BEGIN
+        DELETE FROM embeddings WHERE owner = 'item' AND owner_id = OLD.id;
+    END;
+    CREATE TRIGGER interactions_drop_vectors AFTER DELETE ON interactions BEGIN
+        DELETE FROM embeddings WHERE owner = 'interaction' AND owner_id = OLD.id;
+    END;
+    """,
+    # 1 -> 2: the item a digest reason quotes (another member's words), so forgetting its author
+    # can blank the reason
+    """
+    ALTER TABLE recommendations_sent ADD COLUMN reason_item_id INTEGER;
+    CREATE INDEX recommendations_reason_item ON recommendations_sent(reason_item_id);
+    """,
+]
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (BEGIN … END;) whole."""
+    out, buf = [], []
+    depth = 0
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        buf.append(line)
+        upper = stripped.upper()
+        if upper.endswith("BEGIN"):
+            depth += 1
+        if upper == "END;":
+            depth -= 1
+        if stripped.endswith(";") and depth == 0:
+            out.append("\n".join(buf))
+            buf = []
+    if buf:
+        out.append("\n".join(buf))
+    return out

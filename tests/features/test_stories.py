@@ -1,0 +1,199 @@
+"""``campfire.features.stories`` without any bot: what a story save stores (item, meta, the
+``requested`` interaction, embedded), continue / regenerate rules, ratings replacing ratings, an
+opted-out requester, the cooldown policy — on a real store, embedder and FAISS, with the fake
+generator (``app``) and once on the real model (``real_app``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from campfire.features import stories
+from campfire.features.types import Member, StoryPlan
+from model.errors import GeneratorError, GeneratorUnavailable
+
+STORY = (
+    "The Lantern Keeper\n"
+    "Rain fell on the old harbour town while Mei lit the last lantern on the pier. "
+    "A stranger with a broken umbrella asked her the way to the lighthouse. "
+    "At the top of the stairs he turned, smiled, and was gone."
+)
+THEME = "a chance meeting on a rainy day"
+GUILD = 7001
+MEI, ADA, BOB = (Member(guild_id=GUILD, id=n, name=name) for n, name in ((11, "Mei"), (12, "Ada"), (13, "Bob")))
+
+
+async def interactions_on(app, item_id: int):
+    return [i for i in await app.store.interactions(GUILD) if i.item_id == item_id]
+
+
+async def tell(app, fake, requester=MEI, *, reply=STORY, plan: StoryPlan | None = None, **where):
+    fake.reply = reply
+    plan = plan or stories.plan(app, THEME, genre="mystery")
+    return await stories.tell(app, plan, requester=requester, **where)
+
+
+async def test_tell_saves_the_story_with_its_requested_interaction(app, app_fake, monkeypatch):
+    calls = []
+    save_item = app.recommender.save_item
+
+    async def spy(item, interactions=()):
+        calls.append((item.id, [r["kind"] for r in interactions]))
+        return await save_item(item, interactions)
+
+    monkeypatch.setattr(app.recommender, "save_item", spy)
+    deltas: list[str] = []
+    story = await tell(app, app_fake, channel_id=55, message_id=99, url="https://discord.com/channels/7001/55/99",
+                       on_delta=deltas.append)
+    assert "".join(deltas).startswith("The Lantern Keeper\n")  # the raw stream, title line first
+    assert story.saved and story.item_id is not None and story.part == 1
+    assert story.title == story.shown_title == "The Lantern Keeper"
+    assert story.text.startswith("Rain fell") and story.theme == THEME and story.genre == "mystery"
+    assert calls == [(story.item_id, ["requested"])]  # item and interaction: one save, one transaction
+
+    item = await app.store.get_item(story.item_id)
+    assert item.kind == "story" and item.guild_id == GUILD and item.author_id == MEI.id
+    assert item.title == "The Lantern Keeper" and item.text == story.text
+    assert item.tags == ["mystery"] and item.channel_id == 55 and item.url.endswith("/99")
+    assert item.parent_item_id is None
+    assert item.meta == {"theme": THEME, "genre": "mystery", "length": "short", "language": "en",
+                         "requested_language": "auto", "part": 1, "message_id": 99,
+                         "completion_tokens": story.completion_tokens}
+    [requested] = await interactions_on(app, story.item_id)
+    assert (requested.member_id, requested.kind, requested.text, requested.source_id) == (MEI.id, "requested", THEME, 99)
+    await app.recommender.flush()
+    stats = app.recommender.stats(GUILD)
+    assert stats["item_vectors"] == 1 and stats["interaction_vectors"] == 1  # embedded and indexed
+
+
+async def test_an_opted_out_requester_gets_the_story_but_nothing_is_stored(app, app_fake):
+    await app.store.set_opted_out(MEI.id)
+    story = await tell(app, app_fake)
+    assert not story.saved and story.item_id is None and story.text.startswith("Rain fell")
+    assert await app.store.items(GUILD, kind="story") == []
+    assert await app.store.interactions(GUILD) == []
+
+
+async def test_continue_writes_the_next_part_for_whoever_asks(app, app_fake):
+    first = await tell(app, app_fake)
+    plan = await stories.plan_continue(app, first.item_id)
+    assert plan.part == 2 and plan.heading == "The Lantern Keeper (part 2)"
+    assert plan.request.theme == THEME and plan.request.language == "en"  # the language it came out in
+    second = await tell(app, app_fake, ADA, plan=plan, reply="Part Two\nThe next morning the lantern was lit again.")
+    assert "Mei lit the last lantern" in str(app_fake.requests[-1]["messages"])  # the prompt carried part 1
+    assert second.part == 2 and second.title == "The Lantern Keeper"  # the part's own title is dropped
+    assert second.shown_title == "The Lantern Keeper (part 2)"
+    item = await app.store.get_item(second.item_id)
+    assert item.parent_item_id == first.item_id and item.meta["part"] == 2 and item.author_id == ADA.id
+    [requested] = await interactions_on(app, second.item_id)
+    assert requested.member_id == ADA.id and requested.text.startswith("The Lantern Keeper\nThe next morning")
+
+
+async def test_only_the_requester_may_regenerate(app, app_fake):
+    first = await tell(app, app_fake)
+    with pytest.raises(stories.StoryRefused, match="Only the member who asked"):
+        await stories.plan_regenerate(app, first.item_id, ADA.id)
+    plan = await stories.plan_regenerate(app, first.item_id, MEI.id)
+    assert plan.previous is None and plan.part == 1
+    assert plan.request == stories.StoryRequest(theme=THEME, genre="mystery", length="short", language="auto")
+
+    # a later part is regenerated by continuing its parent again; when the parent is gone it cannot be
+    second = await tell(app, app_fake, ADA, plan=await stories.plan_continue(app, first.item_id))
+    again = await stories.plan_regenerate(app, second.item_id, ADA.id)
+    assert again.previous is not None and again.previous.item_id == first.item_id and again.part == 2
+    assert await app.recommender.remove_item(first.item_id)
+    with pytest.raises(stories.StoryRefused, match="part before this one"):
+        await stories.plan_regenerate(app, second.item_id, ADA.id)
+
+
+async def test_a_deleted_story_is_refused_politely_and_nothing_is_recorded(app, app_fake):
+    story = await tell(app, app_fake)
+    assert await app.recommender.remove_item(story.item_id)
+    assert await stories.get_story(app, story.item_id) is None
+    for planning in (stories.plan_continue(app, story.item_id), stories.plan_regenerate(app, story.item_id, MEI.id)):
+        with pytest.raises(stories.StoryRefused, match="no longer stored"):
+            await planning
+    assert await stories.rate(app, story.item_id, ADA.id, "up") == "gone"
+    assert await app.store.interactions(GUILD) == []
+
+
+async def test_a_later_rating_replaces_the_earlier_one(app, app_fake):
+    story = await tell(app, app_fake, message_id=99)
+    sid = story.item_id
+    assert await stories.rate(app, sid, ADA.id, "up") == "rated"
+    assert await stories.rate(app, sid, ADA.id, "down") == "rated"
+    assert await stories.rate(app, sid, BOB.id, "up") == "rated"
+    ratings = sorted((i.member_id, i.kind, i.source_id) for i in await interactions_on(app, sid) if i.kind.startswith("rated"))
+    assert ratings == [(ADA.id, "rated_down", 99), (BOB.id, "rated_up", 99)]
+    assert (await app.store.get_item(sid)).rating == 0.0  # -1 (Ada) + 1 (Bob)
+    await app.store.set_opted_out(BOB.id)
+    assert await stories.rate(app, sid, 14, "down") == "rated"
+    assert await stories.rate(app, sid, BOB.id, "down") == "opted_out"
+    with pytest.raises(ValueError):
+        await stories.rate(app, sid, ADA.id, "sideways")
+
+
+@pytest.mark.parametrize("theme", ["   ", "x" * 301])
+def test_a_bad_theme_is_a_readable_error(app, theme):
+    with pytest.raises(ValueError, match="theme"):
+        stories.plan(app, theme)
+
+
+def test_unknown_choices_are_refused_and_the_theme_is_cleaned(app):
+    with pytest.raises(ValueError, match="genre"):
+        stories.plan(app, "a cat", genre="opera")
+    with pytest.raises(ValueError, match="length"):
+        stories.plan(app, "a cat", length="enormous")
+    assert stories.plan(app, "  a\tcat \n on a roof ").request.theme == "a cat on a roof"
+
+
+async def test_generator_trouble_saves_nothing(app, app_fake):
+    app_fake.status = 503
+    with pytest.raises(GeneratorError):
+        await tell(app, app_fake)
+    assert await app.store.items(GUILD, kind="story") == []
+    with pytest.raises(GeneratorUnavailable):
+        await tell(dataclasses.replace(app, generator=None), app_fake)
+
+
+def test_cooldowns_are_per_member_and_refundable():
+    cooldowns = stories.Cooldowns()
+    assert cooldowns.take(1, 600) is None  # the turn is taken
+    wait = cooldowns.take(1, 600)
+    assert wait is not None and 599 < wait <= 600
+    assert cooldowns.take(2, 600) is None  # other members are not affected
+    cooldowns.refund(1)  # a failed generation gives the turn back
+    assert cooldowns.take(1, 600) is None
+    assert cooldowns.take(1, 0) is None and cooldowns.take(1, 0) is None  # 0: no cooldown
+
+
+async def test_console_story_and_rate_go_through_the_feature(app, app_fake):
+    """The console's /story and /rate are adapters over this module: same item shape as the bot's."""
+    import io
+
+    from campfire.cmd_console import run_console
+    from campfire.console import PlainOutput
+
+    app_fake.reply = STORY
+    buf = io.StringIO()
+    code = await run_console(app, out=PlainOutput(buf), stdin=io.StringIO(f"/story {THEME} --genre mystery\n/rate up\n"))
+    out = buf.getvalue()
+    assert code == 0 and "saved story #" in out and "rated up: 'The Lantern Keeper'" in out, out
+    [item] = await app.store.items(1, kind="story")  # the console's own guild and member (id 1)
+    assert item.author_id == 1 and item.meta["source"] == "console" and item.meta["message_id"] is None
+    assert set(item.meta) - {"source"} == {"theme", "genre", "length", "language", "requested_language", "part",
+                                            "message_id", "completion_tokens"}
+    assert sorted(i.kind for i in await app.store.interactions(1) if i.item_id == item.id) == ["rated_up", "requested"]
+
+
+@pytest.mark.slow
+async def test_a_story_on_the_real_model_is_saved_and_embedded(real_app):
+    story = await stories.tell(real_app, stories.plan(real_app, THEME), requester=MEI, max_tokens=32)
+    assert story.saved and story.title.strip() and len(story.text.split()) >= 3
+    item = await real_app.store.get_item(story.item_id)
+    assert item.kind == "story" and item.text == story.text
+    assert [i.kind for i in await interactions_on(real_app, story.item_id)] == ["requested"]
+    await real_app.recommender.flush()
+    vectors = await real_app.store.embeddings_for("item", [item.id], real_app.recommender.embedder.key)
+    assert vectors[item.id].shape == (384,)
