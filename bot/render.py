@@ -23,10 +23,17 @@ EMBEDS_TOTAL_MAX = 6000
 STORY_COLOUR = discord.Colour.orange()
 
 
-def story_footer(plan: StoryPlan, *, saved: bool = True) -> str:
-    """The line under a story: genre · length · theme, and why it was not saved (opted out)."""
+#: Shown above a story while it is written a second time (the first failed the quality gate).
+STORY_RETRY_NOTE = "✍️ That one did not come out well — writing it once more…"
+
+
+def story_footer(plan: StoryPlan, *, saved: bool = True, rejected: bool = False) -> str:
+    """The line under a story: genre · length · theme, and why it was not saved (it failed the
+    quality gate; or the member opted out)."""
     request = plan.request
     footer = f"{request.genre} · {request.length} · theme: {request.theme}"
+    if rejected:
+        return footer + " · not saved (did not pass the quality check)"
     return footer if saved else footer + " · not saved (you opted out of recording)"
 
 
@@ -74,8 +81,10 @@ def writing_embeds(plan: StoryPlan, raw: str, requester: discord.abc.User) -> li
 
 
 def told_embeds(story: SavedStory, plan: StoryPlan, requester: discord.abc.User) -> list[discord.Embed]:
-    """The finished story (the footer says when it was not saved)."""
-    return story_embeds(story.shown_title, story.text, requester, footer=story_footer(plan, saved=story.saved))
+    """The finished story (the footer says when and why it was not saved; a rejected story's
+    ``notice`` goes in the message body above it)."""
+    footer = story_footer(plan, saved=story.saved, rejected=bool(story.rejected))
+    return story_embeds(story.shown_title, story.text, requester, footer=footer)
 
 
 def story_cooldown_text(wait_s: float) -> str:
@@ -96,10 +105,10 @@ PICK_FIELDS_MAX = 25
 PICKS_COLOUR = discord.Colour.blurple()
 PICKS_FOOTER = "Buttons below: 👍 more like this · 👎 less like this · 🚫 not interested (rows follow the picks)"
 NO_PICKS_TEXT = "I have nothing to recommend yet — talk, react and ask for a /story, and picks will follow!"
-SUBSCRIBE_OPTED_OUT_TEXT = "You opted out of recording, so I cannot pick for you. `/privacy optin` turns recording back on."
+SUBSCRIBE_OPTED_OUT_TEXT = "Recording is off for you, so I cannot pick for you. `/privacy optin` turns recording back on."
 UNSUBSCRIBED_TEXT = "👋 Unsubscribed: no more daily picks for you here."
 FEEDBACK_GONE_TEXT = "That item is no longer stored, so your feedback was not kept."
-FEEDBACK_OPTED_OUT_TEXT = "You opted out of recording, so this was not kept."
+FEEDBACK_OPTED_OUT_TEXT = "Recording is off for you, so this was not kept."
 
 
 def picks_embed(picks: list[Pick], member: discord.abc.User) -> discord.Embed:
@@ -191,9 +200,15 @@ def settings_embed(settings: GuildSettings) -> discord.Embed:
 
 
 def settings_reply(update: SettingsUpdate, notes: list[str]) -> str:
-    """The text above the settings embed: saved or not, then any warnings (``notes``)."""
+    """The text above the settings embed: saved or not, a channel persona set, then any warnings
+    (``notes``); at most 2,000 characters."""
     header = "✅ Saved." if update.changed else "Current settings (pass options to change them):"
-    return "\n".join([header, *notes])
+    lines = [header]
+    if update.channel_persona is not None:
+        channel_id, persona = update.channel_persona
+        lines.append(f"Persona in <#{channel_id}> and its threads: " + (
+            clip(persona, 1500) if persona else "the server's persona (its own was reset)."))
+    return clip("\n".join([*lines, *notes]), 2000)
 
 
 def settings_refused(err: Exception) -> str:
@@ -239,7 +254,8 @@ EXPORT_TOO_LARGE = ("Your data is larger than the attachment limit here. Please 
 def forget_done(result: ForgetResult) -> str:
     """What ``/privacy forget`` deleted, and whether recording stays off."""
     done = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in result.counts.items() if n) or "nothing was stored"
-    more = "" if result.opted_out else " New activity will be recorded again unless you `/privacy optout`."
+    more = (" Nothing new about you is recorded until you `/privacy optin`; what was deleted stays deleted."
+            if result.opted_out else " New activity will be recorded again unless you `/privacy optout`.")
     return f"✅ Deleted ({done}).{more}"
 
 

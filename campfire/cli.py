@@ -27,7 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-items": ("campfire.cmd_recsys:import_items", "import a JSON-lines content catalogue (id, title, text, url, tags, rating)"),
     "digest": ("campfire.cmd_recsys:digest", "compute (and record) today's personalised picks"),
     "eval": ("campfire.cmd_recsys:evaluate", "offline evaluation: Recall@K, NDCG@K, MRR, coverage vs baselines"),
-    "model": ("campfire.cmd_model:model", "manage models: `campfire model prepare`"),
+    "model": ("campfire.cmd_model:model", "manage models: `campfire model prepare` | `pull REPO` | `finetune` | `perplexity`"),
+    "story": ("campfire.cmd_story:main", "write one story on THEME through /story's pipeline and print it (nothing is saved)"),
 }
 
 #: Commands that read or write under ``data_dir``: checked once, before the handler runs.

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -55,7 +57,9 @@ async def run_console(
     digest_all_members: bool = False,
 ) -> int:
     """Run a console session over a ready ``app``; lines come from ``script`` (a file path),
-    else ``stdin`` (a terminal gets a prompt; a pipe is read line by line). Returns an exit code."""
+    else ``stdin`` (a terminal gets a prompt; a pipe is read line by line). Ctrl-C stops the
+    generation in progress; a second Ctrl-C (or one at the prompt, or Ctrl-D) quits. Returns an
+    exit code (130 when Ctrl-C ended the session)."""
     session = ConsoleSession(app, out, max_story_tokens=max_story_tokens, digest_all_members=digest_all_members)
     try:
         await session.choose_guild(guild_id)
@@ -83,7 +87,26 @@ async def run_console(
             async def read_line() -> str | None:
                 return await _read_in_thread(source.readline)
 
-    return await session.run(read_line)
+    with _ctrl_c(session):
+        return await session.run(read_line)
+
+
+@contextmanager
+def _ctrl_c(session: ConsoleSession) -> Iterator[None]:
+    """While the session runs, SIGINT (Ctrl-C) goes to :meth:`ConsoleSession.interrupt` — it stops
+    the story or reply being written, and quits when nothing is — instead of ending the process
+    (``asyncio.run`` would cancel everything: the partial story lost, 20–50 s to start again).
+    Only on the main thread of a loop that can take signal handlers (not on Windows)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, session.interrupt)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no support
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def main(args: argparse.Namespace, settings: Settings) -> int:

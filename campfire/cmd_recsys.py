@@ -26,6 +26,10 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     if command == "import":
         parser.add_argument("paths", nargs="+", metavar="PATH", help="DiscordChatExporter JSON files or folders")
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
+        parser.add_argument("--replace-channel", action="store_true",
+                            help="each export is its channel's whole truth for its date range: messages of that "
+                                 "channel held for that range and missing from the export are removed (deleted "
+                                 "on Discord); one export per channel")
     elif command == "import-items":
         parser.add_argument("file", metavar="FILE.jsonl", help="JSON lines: id, title, text, url, tags, rating")
         parser.add_argument("--guild", type=int, default=None, help="guild id (default: the only guild in the store)")
@@ -60,10 +64,13 @@ def _print_report(report: Any, what: str) -> None:
         print(f"skipped {line}", file=sys.stderr)
     for line in report.errors:
         _err(line)
+    for line in getattr(report, "notes", ()):
+        _err(f"note: {line}")
 
 
 async def import_exports(args: argparse.Namespace, settings: Settings) -> int:
-    """``campfire import PATH...``: exit 0, or 1 when some file could not be imported (the rest was)."""
+    """``campfire import PATH... [--replace-channel]``: exit 0, or 1 when some file, message or field
+    could not be imported (the rest was; one line each on stderr)."""
     from recsys.ingest import export_files, import_exports as run
 
     try:
@@ -74,7 +81,7 @@ async def import_exports(args: argparse.Namespace, settings: Settings) -> int:
     from campfire.app import open_app
 
     async with open_app(settings, generator=False) as app:
-        report = await run(app.recommender, args.paths, progress=not args.quiet)
+        report = await run(app.recommender, args.paths, progress=not args.quiet, replace_channel=args.replace_channel)
     _print_report(report, "imported")
     return 1 if report.errors else 0
 

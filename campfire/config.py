@@ -14,7 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -58,6 +58,7 @@ class GeneratorSettings(_Section):
     startup_timeout_s: float = Field(180.0, gt=0)
     cb_memory_percent: float = Field(0.05, gt=0, le=0.9)  # paged KV cache share of RAM/VRAM
     context_tokens: int = Field(2048, ge=256)
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = []  # ISO 639-1 codes; [] = detect (model.languages)
 
 
 class ChatSettings(_Section):
@@ -69,6 +70,7 @@ class ChatSettings(_Section):
     history_token_budget: int = Field(1024, ge=64)
     max_reply_tokens: int = Field(256, ge=8, le=4096)
     temperature: float = Field(0.7, ge=0, le=2)
+    frequency_penalty: float = Field(0.3, ge=-2, le=2)  # bench/penalty_sweep.py: 0 loops, most complete endings
     edit_interval_s: float = Field(1.0, ge=0.2)
 
 
@@ -77,7 +79,7 @@ class StorySettings(_Section):
     cooldown_s: float = Field(30.0, ge=0)
     temperature: float = Field(0.8, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
-    frequency_penalty: float = Field(0.3, ge=-2, le=2)
+    frequency_penalty: float = Field(0.6, ge=-2, le=2)  # bench/penalty_sweep.py: 0/12 loops, best endings
 
 
 class RecsysSettings(_Section):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from campfire.config import Settings
-from campfire.console_output import PROMPT, PlainOutput, RichOutput, _read_in_thread  # noqa: F401
+from campfire.console_output import PROMPT, Generation, Interrupts, PlainOutput, RichOutput, _read_in_thread  # noqa: F401
 from campfire.features.text import clip
 
 log = logging.getLogger(__name__)
@@ -64,22 +64,6 @@ class UsageError(ValueError):
 
 # ---- the session --------------------------------------------------------------------------------
 @dataclass
-class Generation:
-    """Timing of one generation: ``ttft_s`` and ``total_s`` in seconds, ``tokens`` of completion."""
-
-    kind: str
-    ttft_s: float
-    total_s: float
-    tokens: int
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Completion tokens per second after the first token (as ``model.story.StoryResult``)."""
-        decode = self.total_s - self.ttft_s
-        return self.tokens / decode if decode > 0 and self.tokens else 0.0
-
-
-@dataclass
 class ConsoleSession:
     """One console conversation over ``app``: who we are, where, and what was said.
 
@@ -98,6 +82,7 @@ class ConsoleSession:
     last_story: SavedStory | None = None
     generations: list[Generation] = field(default_factory=list)
     failures: int = 0  # commands that failed with an unexpected error (exit code 1)
+    interrupts: Interrupts = field(default_factory=Interrupts)  # Ctrl-C: see interrupt()
     _member_saved: bool = False
 
     @property
@@ -145,19 +130,33 @@ class ConsoleSession:
     # -- the loop --------------------------------------------------------------------------------
     async def run(self, read_line: Callable[[], Any]) -> int:
         """Handle lines from ``read_line`` (an async callable returning ``None`` at the end) until
-        ``/quit`` or end of input. Returns 0, or 1 when a command failed with an unexpected error."""
-        while True:
-            line = await read_line()
-            if line is None:
+        ``/quit``, end of input or a Ctrl-C with no command in progress (:meth:`interrupt`). Returns
+        0, 1 when a command failed with an unexpected error, 130 when Ctrl-C ended the session."""
+        steps = self.interrupts
+        while not steps.ended:
+            done, line = await steps.step(read_line(), stoppable=False)
+            if not done or line is None:
                 break
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             self.out.command(line)
-            if not await self.handle(line):
+            done, keep = await steps.step(self.handle(line), stoppable=True)
+            if not done:
+                self.out.end_stream()
+                self.out.info("⏹ stopped: nothing of it was saved. Ctrl-C again or Ctrl-D quits.")
+            elif not keep:
                 break
+        if steps.ended and self.out.rich:
+            self.out.end_stream()  # leave the prompt's line
         self.summary()
-        return 1 if self.failures else 0
+        return 130 if steps.ended else 1 if self.failures else 0
+
+    def interrupt(self) -> bool:
+        """Ctrl-C. With a command in progress (a story or a reply being written) stop it: what was
+        streamed stays on screen, nothing of it is saved or kept in the conversation, the session
+        goes on (True). With none, or again while one is stopping, end the session (False)."""
+        return self.interrupts.interrupt()
 
     async def handle(self, line: str) -> bool:
         """Handle one line; ``False`` after ``/quit``. Errors print one line and never end the session."""
@@ -245,15 +244,26 @@ class ConsoleSession:
         opts = _parse_story(rest)
         try:
             plan = stories.plan(self.app, " ".join(opts.theme), genre=opts.genre, length=opts.length, language=opts.lang)
+        except stories.StoryDeclined as err:  # an honest answer, not a mistake of the member's
+            self.out.info(str(err))
+            return
         except ValueError as err:
             raise UsageError(str(err)) from None
         self._generator()
         await self._ensure_member()
         requester = Member(guild_id=self.guild_id, id=self.member_id, name=self.member_name)
+
+        def retry() -> None:
+            self.out.end_stream()
+            self.out.info("that one did not come out well — writing it once more with stronger repetition penalties")
+
         story = await stories.tell(self.app, plan, requester=requester, source="console", on_delta=self.out.delta,
-                                   max_tokens=self.max_story_tokens)
+                                   on_retry=retry, max_tokens=self.max_story_tokens)
         self.out.end_stream()
-        if not story.saved:
+        if story.rejected:  # shown (streamed above), never saved or recommended
+            self.out.info(f"{story.notice} (/story again to retry)")
+            self.out.info(f"kept text ({len(story.text)} characters, cut before any loop):\n{story.text}")
+        elif not story.saved:
             self.out.info(f"{story.title!r} was not saved: this member opted out of recording")
         else:
             self.last_story = story

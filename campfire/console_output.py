@@ -1,5 +1,6 @@
 """The console's terminal I/O: :class:`PlainOutput` (pipes, scripts, tests), :class:`RichOutput` (a
-terminal: rich colours, streamed tokens, tables) and reading a line without blocking the event loop."""
+terminal: rich colours, streamed tokens, tables), a generation's timing (:class:`Generation`),
+Ctrl-C (:class:`Interrupts`) and reading a line without blocking the event loop."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import asyncio
 import sys
 import threading
 from collections.abc import Callable
-from typing import TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 PROMPT = "campfire>"
 
@@ -101,6 +103,61 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+@dataclass
+class Generation:
+    """Timing of one generation: ``ttft_s`` and ``total_s`` in seconds, ``tokens`` of completion."""
+
+    kind: str
+    ttft_s: float
+    total_s: float
+    tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Completion tokens per second after the first token (as ``model.story.StoryResult``)."""
+        decode = self.total_s - self.ttft_s
+        return self.tokens / decode if decode > 0 and self.tokens else 0.0
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------------
+class Interrupts:
+    """Ctrl-C in a console session: each step (reading a line, running a command) is a task; a
+    Ctrl-C stops a *stoppable* step (a command) the first time, and ends the session (``ended``)
+    when the step is not stoppable (waiting for input) or is already being stopped."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self._task: asyncio.Task | None = None
+        self._stoppable = False
+        self._stopping = False
+
+    async def step(self, coro: Any, *, stoppable: bool) -> tuple[bool, Any]:
+        """Run ``coro`` as the current step: ``(True, its result)``, or ``(False, None)`` when a
+        Ctrl-C cancelled it. Its exceptions propagate; cancelling the caller cancels the step."""
+        task = self._task = asyncio.ensure_future(coro)
+        self._stoppable, self._stopping = stoppable, False
+        try:
+            await asyncio.wait({task})
+        finally:
+            self._task = None
+            task.cancel()  # a no-op once done
+        if task.cancelled():
+            return False, None
+        return True, task.result()
+
+    def interrupt(self) -> bool:
+        """A Ctrl-C: True when it stopped the step in progress, False when the session ends."""
+        task = self._task
+        if task is not None and not task.done() and self._stoppable and not self._stopping:
+            self._stopping = True
+            task.cancel()
+            return True
+        self.ended = True
+        if task is not None and not task.done():
+            task.cancel()
+        return False
 
 
 # ---- reading input ------------------------------------------------------------------------------

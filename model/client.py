@@ -47,7 +47,7 @@ from model.errors import (
     GeneratorUnavailable,
     StreamInterrupted,
 )
-from model.slots import QueueCallback, Slots, invoke_callback
+from model.slots import PRIORITY_STORY, QueueCallback, Slots, invoke_callback
 from model.sse import Chunk, ChunkReader
 from model.stops import StopFilter
 
@@ -178,20 +178,27 @@ class GeneratorClient:
         temperature: float = 0.7,
         top_p: float = 1.0,
         frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        repetition_penalty: float = 1.0,
         stop: list[str] | None = None,
         user: str | None = None,
         on_queued: QueueCallback | None = None,
         usage: dict | None = None,
         timeout_s: float | None = None,
+        priority: int = PRIORITY_STORY,
     ) -> AsyncIterator[str]:
         """Stream a chat completion; yields text deltas (``str``, never empty).
 
         ``messages``: OpenAI chat messages (``{"role", "content"}``). ``max_tokens``: completion limit
-        (tokens). ``stop``: strings that end the reply (applied here too, since not every server
+        (tokens). ``frequency_penalty`` / ``presence_penalty`` (OpenAI, −2–2) and ``repetition_penalty``
+        (> 0; an extra body field vLLM, llama.cpp and ``campfire serve`` honour) are sent only when not
+        neutral (0, 0, 1). ``stop``: strings that end the reply (applied here too, since not every server
         honours them; the stop string itself is not yielded). ``usage``: when given, filled with
         ``prompt_tokens``/``completion_tokens`` (the server's count, else the number of deltas) and
         ``ttft_s`` (seconds from sending to the first delta, queueing excluded). ``timeout_s``
-        overrides ``generator.request_timeout_s`` for the whole generation.
+        overrides ``generator.request_timeout_s`` for the whole generation. ``priority``: its place in
+        the queue for a slot (:data:`model.slots.PRIORITY_CHAT` is served before the default
+        :data:`model.slots.PRIORITY_STORY`; FIFO within a priority).
 
         Raises :class:`GeneratorUnavailable` (unreachable, 5xx, breaker open) and its subclasses
         :class:`StreamInterrupted` (stream cut, or ended without ``finish_reason``/``[DONE]``) and
@@ -206,7 +213,7 @@ class GeneratorClient:
             REQUESTS.labels("breaker_open").inc()
             raise
         try:
-            await self._slots.acquire(on_queued)
+            await self._slots.acquire(on_queued, priority)
         except BaseException:
             if probe:
                 self._breaker.end_probe()
@@ -214,7 +221,8 @@ class GeneratorClient:
         try:
             if not self.model:
                 await self.resolve_model()
-            params = self._params(messages, max_tokens, temperature, top_p, frequency_penalty, stop, user)
+            params = self._params(messages, max_tokens, temperature, top_p, stop, user,
+                                  (frequency_penalty, presence_penalty, repetition_penalty))
             timeout = timeout_s or self.settings.request_timeout_s
             deadline = asyncio.get_running_loop().time() + timeout
             try:
@@ -229,13 +237,18 @@ class GeneratorClient:
             if probe:
                 self._breaker.end_probe()
 
-    def _params(self, messages, max_tokens, temperature, top_p, frequency_penalty, stop, user) -> dict[str, Any]:
+    def _params(self, messages, max_tokens, temperature, top_p, stop, user, penalties) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
             "top_p": top_p, "stream": True, "stream_options": {"include_usage": True},
         }
+        frequency_penalty, presence_penalty, repetition_penalty = penalties
         if frequency_penalty:
             params["frequency_penalty"] = frequency_penalty
+        if presence_penalty:
+            params["presence_penalty"] = presence_penalty
+        if repetition_penalty != 1.0:  # not OpenAI's: an extra field vLLM, llama.cpp and campfire serve take
+            params["repetition_penalty"] = repetition_penalty
         if stop:
             params["stop"] = stop
         if user:

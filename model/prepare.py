@@ -14,6 +14,9 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+from model.languages import gguf_facts
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +59,28 @@ def is_prepared(folder: Path) -> bool:
     ).is_file()
 
 
-def prepare_model(target: Path, gguf: Path | None = None, *, force: bool = False) -> Path:
+def write_marker(folder: Path, **facts: Any) -> None:
+    """Write ``folder/campfire-prepared.json`` (what the folder was made from: ``source``, ``name``,
+    ``languages`` — read by :func:`model.languages.languages_of` — ``sha256`` of downloads, …)."""
+    (Path(folder) / PREPARED_MARKER).write_text(json.dumps(facts, ensure_ascii=False, indent=1))
+
+
+def read_marker(folder: Path) -> dict[str, Any]:
+    """The folder's ``campfire-prepared.json`` as a dict; {} when absent or unreadable."""
+    try:
+        data = json.loads((Path(folder) / PREPARED_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def prepare_model(target: Path, gguf: Path | None = None, *, force: bool = False, marker: dict | None = None) -> Path:
     """Convert ``gguf`` (default: the packaged SmolLM2) into a bf16 safetensors folder at ``target``.
 
     Idempotent: an existing prepared folder is kept unless ``force``. Writes into a temporary sibling
-    and renames, so an interrupted run never leaves a half folder. Returns ``target``.
-    Takes ≈ 15 s on 2 CPU cores (dominated by dequantising the GGUF).
+    and renames, so an interrupted run never leaves a half folder. The marker records the source, the
+    model's name and languages (:func:`model.languages.gguf_facts`) and ``marker``'s extra keys.
+    Returns ``target``. Takes ≈ 15 s on 2 CPU cores (dominated by dequantising the GGUF).
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -90,9 +109,10 @@ def prepare_model(target: Path, gguf: Path | None = None, *, force: bool = False
     tmp.mkdir(parents=True)
     plain.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / PREPARED_MARKER).write_text(
-        json.dumps({"source": str(gguf), "dtype": "bfloat16", "seconds": round(time.perf_counter() - t0, 1)})
-    )
+    extra = dict(marker or {})
+    facts = gguf_facts(gguf, str(extra.get("repo", "")))
+    write_marker(tmp, **{"source": str(gguf), **facts, "gguf": str(gguf), "dtype": "bfloat16",
+                         "seconds": round(time.perf_counter() - t0, 1), **extra})
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     log.info("prepared %s from %s in %.1f s", target, gguf.name, time.perf_counter() - t0)

@@ -32,7 +32,8 @@ _LATIN = re.compile(r"[A-Za-z]")
 
 @dataclass(frozen=True)
 class Turn:
-    """One message of a conversation. ``name``: the member's display name for user turns (optional)."""
+    """One message of a conversation. ``name``: the member's display name for user turns (optional;
+    not sent to the model — chat uses it to recognise and strip a reply that echoes ``name:``)."""
 
     role: Literal["user", "assistant"]
     content: str
@@ -50,29 +51,37 @@ def strip_controls(text: str) -> str:
     return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
-def system_prompt(persona: str) -> str:
-    """The chat system prompt: the guild's (or channel's) persona plus Campfire's house rules."""
+def reply_word_budget(max_tokens: int) -> int:
+    """Words a chat reply is asked to stay under so that it finishes before ``max_tokens``: 60 % of the
+    words that many tokens hold (:data:`TOKENS_PER_UNIT` English), rounded down to ten, at least 10
+    (256 tokens → 110 words). The headroom is because small models overshoot a stated length."""
+    return max(10, int(max_tokens / TOKENS_PER_UNIT["en"] * 0.6) // 10 * 10)
+
+
+def system_prompt(persona: str, *, max_words: int | None = None) -> str:
+    """The chat system prompt: the guild's (or channel's) persona plus Campfire's house rules
+    (``max_words``: the reply's length budget, see :func:`reply_word_budget`). Names of members are
+    never part of it, nor of the turns (:func:`build_chat_messages`): a transcript with ``name:``
+    prefixes teaches the model to write the member's next line itself."""
     persona = strip_controls(persona).strip() or "You are Campfire, a friendly assistant for this Discord community."
+    budget = f" Answer in at most {max_words} words and end with a complete sentence." if max_words else ""
     return (
         f"{persona}\n"
-        "Reply to the latest message. Keep it short, kind and on topic. "
-        "Reply in the language the member writes in. Several members may be talking; "
-        "their names appear before their messages."
+        f"Reply to the latest message. Keep it short, kind and on topic.{budget} "
+        "Reply in the language the member writes in. Write only your own reply, never a member's message."
     )
 
 
 def _render(turn: Turn) -> dict:
-    content = strip_controls(turn.content).strip()
-    if turn.role == "user" and turn.name:
-        content = f"{strip_controls(turn.name).strip()[:64]}: {content}"
-    return {"role": turn.role, "content": content}
+    return {"role": turn.role, "content": strip_controls(turn.content).strip()}
 
 
 def build_chat_messages(system: str, turns: list[Turn], *, budget_tokens: int, counter: TokenCounter) -> list[dict]:
     """OpenAI messages for a chat turn: ``system`` first, then the most recent ``turns`` that fit.
 
-    Turn contents and names pass through :func:`strip_controls` (NUL and other control characters
-    removed, newlines and tabs kept). ``budget_tokens`` bounds the whole prompt (chat template included, counted with ``counter``). The
+    Turn contents pass through :func:`strip_controls` (NUL and other control characters removed,
+    newlines and tabs kept); ``Turn.name`` is not shown to the model (no ``name:`` prefixes, which the
+    model would copy and then speak as the member). ``budget_tokens`` bounds the whole prompt (chat template included, counted with ``counter``). The
     oldest turns are dropped first; the system prompt and the latest turn are always kept, even when
     they alone exceed the budget (the server then answers with a context error). ``turns`` are oldest
     first; an empty list gives just the system message. Returns ``[{"role", "content"}, ...]``.

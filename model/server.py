@@ -9,12 +9,17 @@ bf16 when a GPU is present, else the CPU, with the paged KV cache sized by
 
 What transformers 5.24's ``serve`` lacks, and what this module adds (nothing else):
 
-1. **Per-request sampling under continuous batching.** Its CB manager is created by the *first*
-   request with that request's generation config; later requests only pass ``max_new_tokens`` and
-   ``eos_token_id``, so every chat reply and story would sample at the first request's temperature.
-   Transformers' CB *does* support per-request ``temperature``/``top_p``/``top_k`` (its
-   ``per_request_processors`` option + ``add_request(**logit_processor_kwargs)``); the serve layer just
-   never passes them. :class:`_PerRequestCBManager` turns that on and forwards each request's values.
+1. **Per-request sampling and repetition control under continuous batching.** Its CB manager is
+   created by the *first* request with that request's generation config; later requests only pass
+   ``max_new_tokens`` and ``eos_token_id``, so every reply would sample at the first request's
+   temperature. CB does support per-request ``temperature``/``top_p`` (``per_request_processors`` +
+   ``add_request(**logit_processor_kwargs)``); the serve layer never passes them. And CB drops
+   ``RepetitionPenaltyLogitsProcessor`` and has no frequency/presence penalty. We forward each
+   request's temperature and top-p, and add :class:`model.penalties.PenaltyProcessor`:
+   ``frequency_penalty``, ``presence_penalty`` and the extra body field ``repetition_penalty`` (as vLLM
+   and llama.cpp accept it) per request, and true greedy decoding at temperature 0
+   (:mod:`model.server_cb`, :mod:`model.penalties`). CB then runs without async batching and CUDA
+   graphs (the processor reads each request's tokens between batches).
 2. **No context-length check**: an over-long prompt reaches the model. We answer HTTP 400
    "maximum context length is N tokens" (OpenAI's wording, which clients map to a context error) and
    clamp ``max_tokens`` to what is left of the window (``generator.context_tokens``).
@@ -33,15 +38,17 @@ What transformers 5.24's ``serve`` lacks, and what this module adds (nothing els
 6. **Metrics**: ``GET /metrics`` (Prometheus: requests, TTFT, tokens/s, queue depth, in progress;
    :mod:`model.server_metrics`).
 
-Also noted (not worked around): CB drops ``RepetitionPenaltyLogitsProcessor``, so ``frequency_penalty``
-has no effect on this server (vLLM / llama.cpp honour it); ``stop`` strings are not applied by CB —
-the client enforces them (:mod:`model.client`); ``user`` is accepted and ignored.
+7. **No U+FFFD in the stream**: upstream's detokeniser emits an invalid byte sequence (a model that
+   starts a multi-byte character and does not finish it) as "\ufffd"; ours drops it
+   (:mod:`model.detok`).
+
+Also noted (not worked around): ``stop`` strings are not applied by CB — the client enforces them
+(:mod:`model.client`); ``user`` is accepted and ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import os
 import socket
@@ -52,18 +59,9 @@ from campfire.config import Settings
 
 log = logging.getLogger(__name__)
 
-# Base sampling of the shared CB config: values must differ from None/1.0 so transformers builds the
-# temperature and top-p processors, which then read each request's own value.
-BASE_TEMPERATURE = 0.7
-BASE_TOP_P = 0.95
-MIN_TEMPERATURE = 0.05  # temperature 0 (greedy) is served as this (per-request greedy is not available in CB)
-
 # Tokens per forward pass (prompt chunks + one per decoding request). transformers' default, 8192, reserves
 # 8192 × vocab (49,152) float32 logits ≈ 1.6 GB before any KV cache: far over our memory target on a CPU.
 MAX_BATCH_TOKENS = 512
-
-_request_sampling: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("campfire_sampling", default={})
-
 
 def resolve_device(device: str) -> tuple[str, str]:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; always bf16 (the prepared folder's dtype).
@@ -95,85 +93,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _cb_manager_class(context_tokens: int):
-    """Transformers' CB manager, with per-request temperature/top_p and a context-length check (points
-    1 and 2 of the module docstring). Imports transformers: call it from :func:`build_app` only."""
-    from fastapi import HTTPException
-    from transformers.cli.serving.utils import CBGenerateManager
-
-    class _PerRequestCBManager(CBGenerateManager):
-        def init_cb(self, model, gen_config) -> None:
-            if self._cb is not None:
-                return
-            base = gen_config.__class__.from_dict(gen_config.to_dict())
-            base.do_sample = True
-            base.temperature = BASE_TEMPERATURE
-            base.top_p = BASE_TOP_P
-            base.repetition_penalty = None  # dropped by CB anyway; avoid the warning
-            super().init_cb(model, base)
-            original = self._cb.add_request
-
-            def add_request(*args, **kwargs):
-                return original(*args, **{**_request_sampling.get(), **kwargs})
-
-            self._cb.add_request = add_request
-
-        def _prepare(self, inputs: dict, gen_config) -> None:
-            prompt = len(inputs["input_ids"])
-            if prompt >= context_tokens:
-                raise HTTPException(
-                    status_code=400,
-                    detail=f"This model's maximum context length is {context_tokens} tokens; the prompt has {prompt}.",
-                )
-            wanted = gen_config.max_new_tokens or context_tokens
-            gen_config.max_new_tokens = min(wanted, context_tokens - prompt)
-            temperature = gen_config.temperature if gen_config.temperature is not None else BASE_TEMPERATURE
-            _request_sampling.set({
-                "temperature": float(max(temperature, MIN_TEMPERATURE)),
-                "top_p": float(gen_config.top_p if gen_config.top_p is not None else 1.0),
-            })
-
-        def generate_streaming(self, model, processor, inputs, gen_config, request_id, response_parser=None):
-            self._prepare(inputs, gen_config)
-            return super().generate_streaming(model, processor, inputs, gen_config, request_id, response_parser)
-
-        async def generate_non_streaming(self, model, processor, inputs, gen_config, request_id):
-            self._prepare(inputs, gen_config)
-            return await super().generate_non_streaming(model, processor, inputs, gen_config, request_id)
-
-    return _PerRequestCBManager
-
-
-def _generation_state(cb_config, context_tokens: int):
-    """Transformers' ``GenerationState`` creating our CB manager (:func:`_cb_manager_class`)."""
-    from transformers.cli.serving.utils import GenerationState
-
-    manager_class = _cb_manager_class(context_tokens)
-
-    class _State(GenerationState):
-        def get_manager(self, model_id: str, use_cb: bool = False):
-            if use_cb and self._cb_manager is None:
-                self._cb_manager = manager_class(cb_config=self._cb_config)
-                self._cb_model_id = model_id
-            return super().get_manager(model_id, use_cb)
-
-    return _State(continuous_batching=True, cb_config=cb_config)
-
-
-def scheduler_queue_depth(state: Any) -> int:
-    """Requests accepted by the CB worker but not yet running (its input queue + scheduler's waiting
-    list); 0 before the worker exists. Reads another thread's state: approximate, never raises."""
-    cb = getattr(getattr(state, "_cb_manager", None), "_cb", None)
-    if cb is None:
-        return 0
-    depth = 0
-    with contextlib.suppress(Exception):
-        depth += cb.input_queue.qsize()
-    with contextlib.suppress(Exception):
-        depth += len(cb.batch_processor.scheduler.waiting_requests)
-    return depth
 
 
 def _add_done_marker(app: Any) -> None:
@@ -227,7 +146,6 @@ def build_app(settings: Settings):
         raise ModelNotFound(f"no prepared model at {folder}: run `campfire model prepare` first")
 
     from transformers import ContinuousBatchingConfig
-    from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.model_manager import ModelManager
     from transformers.cli.serving.response import ResponseHandler
@@ -235,6 +153,11 @@ def build_app(settings: Settings):
     from transformers.cli.serving.systemone import SystemOneHandler
     from transformers.cli.serving.transcription import TranscriptionHandler
 
+    from model.server_cb import (
+        chat_handler_class,
+        generation_state,
+        scheduler_queue_depth,
+    )
     from model.server_metrics import add_metrics
 
     device, dtype = resolve_device(gen.device)
@@ -248,9 +171,11 @@ def build_app(settings: Settings):
         max_batch_tokens=MAX_BATCH_TOKENS,
         max_requests_per_batch=max(16, 2 * gen.max_concurrency),
         per_request_processors=True,
+        use_async_batching=False,  # model.penalties reads each request's tokens between batches
+        use_cuda_graph=False,
     )
-    state = _generation_state(cb_config, gen.context_tokens)
-    chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
+    state = generation_state(cb_config, gen.context_tokens)
+    chat = chat_handler_class()(model_manager=manager, generation_state=state)
     app = build_server(
         manager,
         chat,

@@ -1,9 +1,13 @@
-"""The generator client's concurrency limit: a FIFO queue whose waiters know their place.
+"""The generator client's concurrency limit: a priority queue whose waiters know their place.
 
 :class:`Slots` admits at most ``limit`` requests at once (``generator.max_concurrency``); the others
-wait in arrival order and are told their position (1 = next) through ``on_queued`` — once when they
-start waiting and again whenever it changes. A slot freed by a finishing request passes straight to
-the next waiter. Everything runs on one event loop; nothing here blocks.
+wait — higher ``priority`` first (:data:`PRIORITY_CHAT` before :data:`PRIORITY_STORY`, so an
+interactive turn never waits behind long stories), in arrival order within a priority — and are told
+their position (1 = next) through ``on_queued``: once when they start waiting and again whenever it
+changes (a chat turn queued ahead of a story moves the story back one place). A slot freed by a
+finishing request passes straight to the first waiter. A running request is never pre-empted, and a
+steady stream of chat can delay stories indefinitely (chat turns are short). Everything runs on one
+event loop; nothing here blocks.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+PRIORITY_STORY = 0
+"""Priority of long generations (stories, continuations) and the default of :meth:`Slots.acquire`."""
+PRIORITY_CHAT = 10
+"""Priority of interactive chat turns: served before every waiting story."""
 
 QueueCallback = Callable[[int], Awaitable[None] | None]
 """``on_queued(position)``: sync or async; ``position`` ≥ 1, 1 = the next request to be served."""
@@ -35,17 +44,19 @@ async def invoke_callback(callback: Callable[..., Any] | None, *args: Any) -> No
 
 
 class _Waiter:
-    __slots__ = ("event", "granted")
+    __slots__ = ("event", "granted", "priority")
 
-    def __init__(self) -> None:
+    def __init__(self, priority: int) -> None:
         self.event = asyncio.Event()
         self.granted = False
+        self.priority = priority
 
 
 class Slots:
-    """A FIFO concurrency limit of ``limit`` slots whose waiters know their position (1 = next).
+    """A concurrency limit of ``limit`` slots whose waiters know their position (1 = next): higher
+    priority first, FIFO within a priority.
 
-    ``in_flight``: slots held now; ``waiters``: requests queued now (``len`` = queue depth).
+    ``in_flight``: slots held now; ``waiters``: requests queued now, in serving order (``len`` = queue depth).
     Call :meth:`acquire` then, whatever happens, :meth:`release` once.
     """
 
@@ -54,20 +65,21 @@ class Slots:
         self.in_flight = 0
         self.waiters: collections.deque[_Waiter] = collections.deque()
 
-    async def acquire(self, on_queued: QueueCallback | None) -> None:
-        """Take a slot, waiting in line when none is free. Cancellation while waiting leaves the line
-        cleanly (a slot granted at that moment is passed on)."""
+    async def acquire(self, on_queued: QueueCallback | None, priority: int = PRIORITY_STORY) -> None:
+        """Take a slot, waiting in line when none is free: behind every waiter of the same or a higher
+        ``priority``, ahead of those of a lower one (they are told their new position). Cancellation
+        while waiting leaves the line cleanly (a slot granted at that moment is passed on)."""
         if self.in_flight < self.limit and not self.waiters:
             self.in_flight += 1
             return
-        waiter = _Waiter()
-        self.waiters.append(waiter)
-        position = len(self.waiters)
+        waiter = _Waiter(priority)
+        position = self._enqueue(waiter)
         try:
+            waiter.event.clear()  # a change while on_queued runs below leaves the event set: not missed
             await invoke_callback(on_queued, position)
             while not waiter.granted:
-                waiter.event.clear()
                 await waiter.event.wait()
+                waiter.event.clear()
                 if not waiter.granted and waiter in self.waiters:
                     new_position = self.waiters.index(waiter) + 1
                     if new_position != position:
@@ -81,6 +93,16 @@ class Slots:
                     self.waiters.remove(waiter)
                 self._notify()
             raise
+
+    def _enqueue(self, waiter: _Waiter) -> int:
+        """Put ``waiter`` in line; returns its position (1 = next). Waiters it passes are notified."""
+        index = len(self.waiters)
+        while index > 0 and self.waiters[index - 1].priority < waiter.priority:
+            index -= 1
+        self.waiters.insert(index, waiter)
+        if index < len(self.waiters) - 1:
+            self._notify()  # those behind it moved back one place
+        return index + 1
 
     def release(self) -> None:
         """Give a slot back: to the next waiter when there is one, else to the pool."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import json
 import os
 import signal
 import sys
@@ -74,7 +75,8 @@ class EmbeddedServer:
         env = dict(os.environ)
         env.pop("DISCORD_TOKEN", None)  # the generator never talks to Discord: keep the bot's secret out of it
         for key, value in self.settings.generator.model_dump().items():
-            env[f"CAMPFIRE_GENERATOR__{key.upper()}"] = str(value)
+            # lists and dicts as JSON, which pydantic-settings parses back (str() of a list is not JSON)
+            env[f"CAMPFIRE_GENERATOR__{key.upper()}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
         env["CAMPFIRE_GENERATOR__URL"] = ""
         env["CAMPFIRE_GENERATOR__MODEL_PATH"] = str(self.model_path)
         env["CAMPFIRE_DATA_DIR"] = str(self.settings.data_dir)
@@ -100,6 +102,9 @@ class EmbeddedServer:
                 sys.executable, "-m", "model.server", "--host", "127.0.0.1", "--port", str(self.port),
                 env=self._env(), stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
                 cwd=str(Path(__file__).resolve().parent.parent),
+                # its own session: a Ctrl-C at the terminal (the console's "stop this story") must not
+                # reach the generator; the supervisor stops it itself
+                start_new_session=True,
             )
         log.info("generator starting (pid %d, port %d, log %s)", self._proc.pid, self.port, self.log_path)
         deadline = time.monotonic() + self.settings.generator.startup_timeout_s

@@ -16,10 +16,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.audience import quote_masks, shared_channels
 from recsys.batch_rank import MIN_ITEM_CAP, SCORING_THREADS, Loaded, Ranked, rank_many
 from recsys.pipeline import CANDIDATES_PER_INTEREST, DEFAULT_MAX_INTERESTS, NEIGHBOUR_HITS, GuildStats, Pick, guild_candidates
 from recsys.reasons import reasons_many
@@ -58,6 +60,7 @@ async def recommend_many(
     per_interest: int = CANDIDATES_PER_INTEREST,
     neighbour_hits: int = NEIGHBOUR_HITS,
     guild: Mapping[str, Any] | None = None,
+    audience: int | None = None,
 ) -> dict[int, list[Pick]]:
     """Top ``k`` picks for each of ``member_ids`` in ``guild_id`` at ``now`` (UNIX s): member id ->
     picks, best first (members with none left out).
@@ -68,12 +71,19 @@ async def recommend_many(
     member's picks are then what :func:`recsys.recommend.recommend` gives them alone).
     ``per_interest`` / ``neighbour_hits``: FAISS depth per interest vector in the item / interaction
     index (a digest may search shallower to save time: FAISS cost grows with k). ``guild``: the
-    guild row when the caller has it (as :meth:`Store.get_guild`; else read once here)."""
+    guild row when the caller has it (as :meth:`Store.get_guild`; else read once here). ``audience``
+    (:mod:`recsys.audience`): None — each member reads their own picks; a channel id — everyone who
+    can view it reads them all, so picks come only from channels every reader can view and reasons
+    quote nothing from elsewhere."""
     if not member_ids:
         return {}
     t0 = time.perf_counter()
     window_start = now - settings.repeat_window_days * 86400.0
     loaded = await _load(store, stats, guild_id, now, None if exclude_sent else window_start, guild)
+    shared = None
+    if audience is not None:  # the ranking sees only the channels every reader of the post can view
+        shared = shared_channels(guild_id, loaded.members, loaded.channels, audience)
+        loaded = replace(loaded, channels=[c for c in loaded.channels if c["id"] in shared])
     t1 = time.perf_counter()
     if not len(loaded.table["id"]):
         return {}
@@ -89,7 +99,7 @@ async def recommend_many(
         {i.item_id for used, _ in ranked.used_by.values() for i in used if i.item_id is not None}
     )
     t3 = time.perf_counter()
-    out = await asyncio.to_thread(_with_reasons, ranked, ids, items, quotes, loaded.members)
+    out = await asyncio.to_thread(_with_reasons, ranked, ids, items, quotes, loaded, guild_id, shared)
     log.debug("recommend_many: %d members, loads %.2fs, ranking %.2fs, items %.2fs, reasons %.2fs", len(member_ids),
               t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)
     return out
@@ -115,17 +125,23 @@ async def _load(
 
 
 def _with_reasons(
-    ranked: Ranked, ids: np.ndarray, items: dict[int, Item], quotes: dict[int, str], members: dict[int, dict]
+    ranked: Ranked, ids: np.ndarray, items: dict[int, Item], quotes: dict[int, str], loaded: Loaded, guild_id: int,
+    shared: set[int] | None,
 ) -> dict[int, list[Pick]]:
     """Step 5 for every member's picks (items deleted meanwhile dropped); scores are the ranker's
-    probabilities (logistic of the logits)."""
+    probabilities (logistic of the logits). Reasons quote only what the audience may read
+    (``shared``: a channel audience's channels; None: each member's own, :func:`recsys.audience.quote_masks`)."""
     chosen = {m: [(p, lg) for p, lg in rows if int(ids[p]) in items] for m, rows in ranked.picked.items()}
     chosen = {m: rows for m, rows in chosen.items() if rows}
+    members = loaded.members
+    allow = quote_masks(guild_id, [(m, ranked.used_by[m][0]) for m in chosen], loaded.table, members,
+                        loaded.channels, shared)
     reasons = reasons_many(
         [(*ranked.used_by[m], np.array([ranked.cvec[p] for p, _ in rows]), [bool(ranked.popular[p]) for p, _ in rows])
          for m, rows in chosen.items()],
         quotes,
         frozenset((m.get("display_name") or "").lower() for m in members.values()) - {""},
+        allow,
     )
     return {
         m: [Pick(item=items[int(ids[p])], score=float(1 / (1 + np.exp(-lg))), reason=r, reason_item_id=src)

@@ -138,6 +138,7 @@ def _columns(loaded: Loaded, stats: GuildStats, now: float) -> _Columns:
     created, chan, author = table["created_at"], table["channel_id"], table["author_id"]
     id_list = ids.tolist()
     ok_all = (created <= now) & ~np.isin(author, np.array(sorted(loaded.opted), np.int64))
+    ok_all &= ~np.isin(ids, np.fromiter(stats.low_substance, np.int64, len(stats.low_substance)))  # recsys.substance
     if not loaded.nsfw_ok:
         nsfw_channels = np.array(sorted(c["id"] for c in loaded.channels if c["nsfw"]), np.int64)
         ok_all &= ~table["nsfw"] & ~np.isin(chan, nsfw_channels)

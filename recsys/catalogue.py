@@ -97,7 +97,7 @@ async def import_items(recommender: Recommender, path: str | Path, guild_id: int
             seen.add(item.external_id)  # type: ignore[arg-type]
             items.append(item)
     report.messages = len(items)
-    with _progress(0, "embedding", "text", progress) as bar:
+    with _progress(None, "embedding", "text", progress) as bar:
         async with store.transaction():
             await store.upsert_guild(guild_id)
             for it in items:

@@ -1,19 +1,22 @@
 """Reading DiscordChatExporter (DCE) JSON exports, streamed with ijson (the JSON tree of an export is
 never built in memory; only the compact records of the file being read are). Format reference:
 DiscordChatExporter's JSON writer (Tyrrrz/DiscordChatExporter, ``JsonMessageWriter``): a top-level
-object with ``guild``, ``channel``, ``dateRange``, ``messages`` and ``messageCount``. A malformed file
-raises :class:`ExportFormatError` naming the file, byte offset and line."""
+object with ``guild``, ``channel``, ``dateRange``, ``exportedAt``, ``messages`` and ``messageCount``.
+A malformed file (bad JSON, or no usable guild / channel id) raises :class:`ExportFormatError` naming
+the file, byte offset and line; a bad field of a message costs that field or that message and one
+line in ``_Export.problems`` (:mod:`recsys.dce_fields`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import ijson
+
+from recsys.dce_fields import MISSING, Msg, Problems, User, as_id, as_time, describe, optional, read_message
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +43,16 @@ class ExportFormatError(ValueError):
 
 
 # ---- reading DCE exports ------------------------------------------------------------------------
-@dataclass(slots=True)
-class _Msg:
-    id: int
-    type: str
-    created_at: float
-    author_id: int
-    text: str
-    reply_to: int | None
-    reactions: int  # total reaction count
-    reactors: list[int]  # user ids that reacted, where the export lists them
-
-
 @dataclass
 class _Export:
+    """One export file read: header, members met (id -> (display name or "", is bot, role ids or
+    None)), readable messages and the problems met (one line each).
+
+    ``exported_at``, ``after`` and ``before`` are UNIX s (``None``: not given, or open);
+    ``range_known`` is False when ``dateRange`` or ``exportedAt`` could not be read. ``present`` holds
+    the id of every message in the file, readable or not; ``complete`` is False when some message
+    had no readable id (then the file cannot tell which messages are missing from it)."""
+
     path: Path
     guild_id: int
     guild_name: str
@@ -64,8 +63,15 @@ class _Export:
     parent_name: str
     is_thread: bool
     members: dict[int, tuple[str, bool, list[int] | None]] = field(default_factory=dict)
-    messages: list[_Msg] = field(default_factory=list)
+    messages: list[Msg] = field(default_factory=list)
     bots: set[int] = field(default_factory=set)
+    exported_at: float | None = None
+    after: float | None = None
+    before: float | None = None
+    range_known: bool = True
+    present: set[int] = field(default_factory=set)
+    complete: bool = True
+    problems: list[str] = field(default_factory=list)
 
 
 class _CountingReader:
@@ -74,7 +80,7 @@ class _CountingReader:
 
     def __init__(self, raw: BinaryIO, fine_from: int | None = None):
         self.raw = raw
-        self.pos = 0
+        self.pos = raw.tell()  # 3 after a byte-order mark (see _open)
         self.fine_from = fine_from
 
     def read(self, n: int = -1) -> bytes:
@@ -86,138 +92,159 @@ class _CountingReader:
         return b
 
 
+def _open(path: Path) -> BinaryIO:
+    """``path`` opened for reading, past a UTF-8 byte-order mark if it starts with one (some
+    Windows tools add it; JSON parsers refuse it)."""
+    f = path.open("rb")
+    if f.read(3) != b"\xef\xbb\xbf":
+        f.seek(0)
+    return f
+
+
 def _parse_time(value: Any) -> float:
-    """ISO-8601 (naive = UTC) or UNIX seconds -> UNIX seconds."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    """ISO-8601 (naive = UTC) or UNIX seconds -> UNIX seconds; ValueError otherwise."""
+    t = as_time(value)
+    if t is None:
+        raise ValueError(f"not an ISO date or UNIX time: {value!r}")
+    return t
 
 
-def _events(path: Path, reader: _CountingReader) -> Iterator[tuple[str, Any]]:
-    """Yield ``("guild"|"channel"|"message", obj)`` from a DCE export, one message at a time."""
+_TOP = ("guild", "channel", "dateRange", "exportedAt", "message", "messages")
+
+
+def _events(reader: _CountingReader) -> Iterator[tuple[str, Any]]:
+    """Yield ``(key, value)`` for the top-level ``guild``, ``channel``, ``dateRange`` and
+    ``exportedAt`` of a DCE export and ``("message", obj)`` for each element of ``messages``, one
+    message at a time (``("messages", value)`` when ``messages`` is not a list). Values are as
+    found: the caller checks their types."""
     builder: ijson.ObjectBuilder | None = None
-    target = ""
+    target, depth = "", 0
     for prefix, event, value in ijson.parse(reader, use_float=True):
         if builder is not None:
             builder.event(event, value)
-            if prefix == target and event == "end_map":
-                yield ("message" if target == "messages.item" else target), builder.value
-                builder = None
+            if event in ("start_map", "start_array"):
+                depth += 1
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+                if depth == 0:
+                    yield target, builder.value
+                    builder = None
             continue
-        if event == "start_map" and prefix in ("guild", "channel", "messages.item"):
-            builder = ijson.ObjectBuilder()
+        key = "message" if prefix == "messages.item" else prefix
+        if key not in _TOP or event in ("map_key", "end_map", "end_array") or (key == "messages" and event == "start_array"):
+            continue
+        if event in ("start_map", "start_array"):
+            builder, target, depth = ijson.ObjectBuilder(), key, 1
             builder.event(event, value)
-            target = prefix
-
-
-def _message_text(m: dict[str, Any]) -> str:
-    text = (m.get("content") or "").strip()
-    for e in m.get("embeds") or []:  # link previews add what the link is about
-        extra = " — ".join(s for s in ((e.get("title") or "").strip(), (e.get("description") or "").strip()) if s)
-        if extra and extra not in text:
-            text = f"{text}\n{extra}" if text else extra
-    return text
-
-
-def _int(v: Any, what: str) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} is not an id: {v!r}") from None
+        else:
+            yield key, value
 
 
 def _read_export(path: Path, reader: _CountingReader) -> _Export:
+    problems = Problems(path)
+    header: dict[str, Any] = {}
     exp: _Export | None = None
-    guild: dict[str, Any] | None = None
-    channel: dict[str, Any] | None = None
     index = -1
-    for kind, obj in _events(path, reader):
-        if kind == "guild":
-            guild = obj
-            continue
-        if kind == "channel":
-            channel = obj
+    for key, obj in _events(reader):
+        if key != "message":
+            if key == "messages":
+                problems.add("header", "messages", obj, "no message read")
+            header[key] = obj
             continue
         index += 1
         if exp is None:
-            if guild is None or channel is None:
-                raise ExportFormatError("not a DiscordChatExporter JSON export (no guild/channel before messages)")
-            exp = _new_export(path, guild, channel)
-        try:
-            author = obj["author"]
-            msg = _Msg(
-                id=_int(obj["id"], "message id"),
-                type=str(obj.get("type") or "Default"),
-                created_at=_parse_time(obj["timestamp"]),
-                author_id=_int(author["id"], "author id"),
-                text=_message_text(obj),
-                reply_to=None,
-                reactions=0,
-                reactors=[],
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ExportFormatError(f"message #{index + 1}: {_describe_value_error(err)}") from None
-        ref = obj.get("reference") or {}
-        if ref.get("messageId") and msg.type in CONTENT_TYPES:
-            msg.reply_to = _int(ref["messageId"], "reference.messageId")
-        _add_member(exp, author)
-        for u in obj.get("mentions") or []:
-            _add_member(exp, u)
-        for r in obj.get("reactions") or []:
-            msg.reactions += int(r.get("count") or 0)
-            for u in r.get("users") or []:
-                _add_member(exp, u)
-                uid = int(u["id"])
-                if uid != msg.author_id and uid not in msg.reactors:
-                    msg.reactors.append(uid)
+            exp = _new_export(path, header, problems)
+        msg, mid, users = read_message(obj, index, problems)
+        if mid is None:
+            exp.complete = False
+        else:
+            exp.present.add(mid)
+        if msg is None:
+            continue
+        for user in users:
+            _add_member(exp, user)
         exp.messages.append(msg)
     if exp is None:
-        if guild is None or channel is None:
-            raise ExportFormatError("not a DiscordChatExporter JSON export (no guild/channel)")
-        exp = _new_export(path, guild, channel)
+        exp = _new_export(path, header, problems)
+    _read_range(exp, header, problems)
+    exp.problems = problems.lines
     return exp
 
 
-def _describe_value_error(err: Exception) -> str:
-    if isinstance(err, KeyError):
-        return f"missing field {err.args[0]!r}"
-    return str(err)
+def _new_export(path: Path, header: dict[str, Any], problems: Problems) -> _Export:
+    """The export's guild and channel. Raises :class:`ExportFormatError` when either is not an
+    object with a valid id (nothing of the file can be placed); other header fields cost themselves."""
+    guild, channel = header.get("guild", MISSING), header.get("channel", MISSING)
+    if guild is MISSING and channel is MISSING:
+        raise ExportFormatError("not a DiscordChatExporter JSON export (no guild/channel before messages)")
+    for name, obj in (("guild", guild), ("channel", channel)):
+        if not isinstance(obj, dict):
+            raise ExportFormatError(f"bad guild/channel header: field '{name}' {describe(obj)}")
+        if _header_id(obj.get("id", MISSING), name) is None:
+            raise ExportFormatError(f"bad guild/channel header: field '{name}.id' {describe(obj.get('id', MISSING))}")
+    ctype = optional(channel, "type", str, problems, "header", "channel.type", "taken as a text channel") or "GuildTextChat"
+    is_thread = ctype in THREAD_TYPES
+    parent_id = None
+    if is_thread and channel.get("categoryId") is not None:
+        parent_id = as_id(channel["categoryId"])
+        if parent_id is None:
+            problems.add("header", "channel.categoryId", channel["categoryId"], "the thread's parent channel is unknown")
+    return _Export(
+        path=path,
+        guild_id=_header_id(guild["id"], "guild"),  # type: ignore[arg-type]
+        guild_name=optional(guild, "name", str, problems, "header", "guild.name", "name left empty") or "",
+        channel_id=as_id(channel["id"]),  # type: ignore[arg-type]
+        channel_name=optional(channel, "name", str, problems, "header", "channel.name", "name left empty") or "",
+        channel_kind=CHANNEL_KINDS.get(ctype, "text") if ctype not in DIRECT_TYPES else "dm",
+        parent_id=parent_id,
+        parent_name=(optional(channel, "category", str, problems, "header", "channel.category", "name left empty")
+                     or "") if is_thread else "",
+        is_thread=is_thread,
+    )
 
 
-def _new_export(path: Path, guild: dict[str, Any], channel: dict[str, Any]) -> _Export:
-    try:
-        ctype = str(channel.get("type") or "GuildTextChat")
-        is_thread = ctype in THREAD_TYPES
-        parent = channel.get("categoryId") if is_thread else None
-        return _Export(
-            path=path,
-            guild_id=_int(guild["id"], "guild id"),
-            guild_name=str(guild.get("name") or ""),
-            channel_id=_int(channel["id"], "channel id"),
-            channel_name=str(channel.get("name") or ""),
-            channel_kind=CHANNEL_KINDS.get(ctype, "text") if ctype not in DIRECT_TYPES else "dm",
-            parent_id=_int(parent, "thread parent id") if parent else None,
-            parent_name=str(channel.get("category") or "") if is_thread else "",
-            is_thread=is_thread,
-        )
-    except (KeyError, ValueError) as err:
-        raise ExportFormatError(f"bad guild/channel header: {_describe_value_error(err)}") from None
+def _header_id(value: Any, name: str) -> int | None:
+    """A guild or channel id; DCE writes guild id ``"0"`` for direct messages (skipped by the import)."""
+    if name == "guild" and value in (0, "0"):
+        return 0
+    return as_id(value)
 
 
-def _add_member(exp: _Export, user: dict[str, Any]) -> None:
-    uid = int(user["id"])
-    name = str(user.get("nickname") or user.get("name") or "")
-    roles = user.get("roles")
-    role_ids = [int(r["id"]) for r in roles if isinstance(r, dict) and "id" in r] if isinstance(roles, list) else None
-    is_bot = bool(user.get("isBot"))
-    if is_bot:
-        exp.bots.add(uid)
-    old = exp.members.get(uid)
-    if old is None or (role_ids is not None and old[2] is None) or (name and not old[0]):
-        exp.members[uid] = (name or (old[0] if old else ""), is_bot, role_ids if role_ids is not None else (old[2] if old else None))
+def _read_range(exp: _Export, header: dict[str, Any], problems: Problems) -> None:
+    """``exportedAt`` and ``dateRange``: what the file can tell about messages missing from it. A
+    value that cannot be read makes the range unknown (the file then proves no deletion)."""
+    stamp = header.get("exportedAt")
+    if stamp is not None:
+        exp.exported_at = as_time(stamp)
+        if exp.exported_at is None:
+            problems.add("header", "exportedAt", stamp, "export time unknown: no message is taken as deleted")
+            exp.range_known = False
+    rng = header.get("dateRange")
+    if rng is None:
+        return
+    if not isinstance(rng, dict):
+        problems.add("header", "dateRange", rng, "date range unknown: no message is taken as deleted")
+        exp.range_known = False
+        return
+    for key in ("after", "before"):
+        value = rng.get(key)
+        t = as_time(value) if value is not None else None
+        if value is not None and t is None:
+            problems.add("header", f"dateRange.{key}", value, "date range unknown: no message is taken as deleted")
+            exp.range_known = False
+        setattr(exp, key, t)
+
+
+def _add_member(exp: _Export, user: User) -> None:
+    """Merge a user met in the export into ``exp.members`` (a name or roles found later fill gaps)."""
+    if user.is_bot:
+        exp.bots.add(user.id)
+    old = exp.members.get(user.id)
+    if old is None:
+        exp.members[user.id] = (user.name, user.is_bot, user.roles)
+    elif (user.name and not old[0]) or (user.roles is not None and old[2] is None):
+        exp.members[user.id] = (old[0] or user.name, old[1] or user.is_bot,
+                                old[2] if old[2] is not None else user.roles)
 
 
 def _line_of(path: Path, offset: int) -> int:
@@ -236,7 +263,7 @@ def _line_of(path: Path, offset: int) -> int:
 def read_export(path: Path) -> _Export:
     """Parse one DCE export (blocking; run it in a worker thread). Raises :class:`ExportFormatError`
     whose message names the file, the byte offset and the line of the first problem."""
-    with path.open("rb") as raw:
+    with _open(path) as raw:
         reader = _CountingReader(raw)
         try:
             return _read_export(path, reader)
@@ -248,7 +275,7 @@ def read_export(path: Path) -> _Export:
     # Locate the error exactly: parse again, feeding single bytes from the last window on.
     size = path.stat().st_size
     offset = reader.pos
-    with path.open("rb") as raw:
+    with _open(path) as raw:
         fine = _CountingReader(raw, fine_from=window_start)
         try:
             _read_export(path, fine)
@@ -278,13 +305,34 @@ def export_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _reference_targets(path: Path) -> set[int]:
-    """Ids of messages replied to in ``path`` (a cheap streaming pre-pass; errors are left to the import)."""
+    """Ids of messages replied to in ``path`` (a cheap streaming pre-pass; a bad value is skipped
+    here and reported by the import, a malformed file too)."""
     out: set[int] = set()
     try:
-        with path.open("rb") as f:
-            for v in ijson.items(f, "messages.item.reference.messageId"):
-                if v:
-                    out.add(int(v))
-    except (ijson.JSONError, ValueError, TypeError):
+        with _open(path) as f:
+            for v in ijson.items(f, "messages.item.reference.messageId", use_float=True):
+                target = as_id(v)
+                if target is not None:
+                    out.add(target)
+    except (ijson.JSONError, ValueError, TypeError, OSError):
         pass
     return out
+
+
+def peek_header(path: Path) -> tuple[int | None, float | None]:
+    """``(channel id, exportedAt as UNIX s)`` of an export, read from its header only (parsing
+    stops where ``messages`` begins; DCE writes the header first). ``None`` for what is missing or
+    unreadable: this only orders files, the import reports problems."""
+    channel_id = exported_at = None
+    try:
+        with _open(path) as f:
+            for prefix, event, value in ijson.parse(f, use_float=True):
+                if prefix == "channel.id" and event in ("string", "number"):
+                    channel_id = as_id(value)
+                elif prefix == "exportedAt" and event in ("string", "number"):
+                    exported_at = as_time(value)
+                elif prefix == "messages" and event == "start_array":
+                    break
+    except (ijson.JSONError, ValueError, TypeError, OSError):
+        pass
+    return channel_id, exported_at

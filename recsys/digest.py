@@ -17,6 +17,8 @@ from datetime import date as date_cls
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from recsys.audience import screen_recorded
+
 if TYPE_CHECKING:
     from recsys.service import Pick, Recommender
     from recsys.store import Store
@@ -57,6 +59,7 @@ async def daily_picks(
     k: int | None = None,
     now: float | None = None,
     guild: Mapping[str, Any] | None = None,
+    audience: int | None = None,
 ) -> list[MemberPicks]:
     """Top-``k`` picks (default ``recsys.picks_per_member``) with reasons for every subscribed,
     not opted-out member of ``guild_id`` on the guild-local ``date`` (YYYY-MM-DD).
@@ -70,8 +73,11 @@ async def daily_picks(
 
     ``now`` (UNIX s): the recommender's clock — the caller passes the end of ``date`` in the guild's
     timezone, or the current time when that is earlier; default: the same in UTC. ``guild``: the
-    guild row when the caller has read it (not read again). Raises ValueError for a bad date or
-    ``all_members`` without ``dry_run``."""
+    guild row when the caller has read it (not read again). ``audience``: who reads the post
+    (:mod:`recsys.audience`): None — each member their own picks (DMs); a channel id — everyone who can
+    view that channel (picks and quoted reasons only from what all of them can view; picks recorded
+    earlier that day are screened the same way). Raises ValueError for a bad date or ``all_members``
+    without ``dry_run``."""
     if all_members and not dry_run:
         raise ValueError("--all-members is only allowed with --dry-run (picks go to subscribed members only)")
     try:
@@ -93,13 +99,15 @@ async def daily_picks(
         todo = sorted((m for m in members if m not in already), key=lambda m: _daily_order(date, m))
         fresh = await recommender.recommend_many(
             guild_id, todo, k=k, now=now, exclude_sent=True, max_item_share=MAX_ITEM_SHARE,
-            depth=FAISS_DEPTH if len(todo) > SHALLOW_ABOVE else None, guild=guild,
+            depth=FAISS_DEPTH if len(todo) > SHALLOW_ABOVE else None, guild=guild, audience=audience,
         )
         recorded = await store.get_items({i for m in members if m in already for i, _, _ in already[m]})
+        again = await screen_recorded(store, guild_id, {m: _recorded_picks(recorded, already[m])
+                                                        for m in members if m in already}, audience)
         out: list[MemberPicks] = []
         for member_id, m in sorted(members.items()):
             name = m.get("display_name") or str(member_id)
-            picks = _recorded_picks(recorded, already[member_id]) if member_id in already else fresh.get(member_id, [])
+            picks = again.get(member_id, []) if member_id in already else fresh.get(member_id, [])
             if picks:
                 out.append(MemberPicks(guild_id, member_id, name, picks))
         if not dry_run and fresh:

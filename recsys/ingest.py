@@ -9,7 +9,8 @@
 * :func:`import_items` reads a JSON-lines catalogue (stories, articles…) into one guild.
 
 A malformed file costs one error line (file, byte offset and line) and nothing of that file is
-written; the rest of the import goes on. Format reference: DiscordChatExporter's JSON writer
+written; a bad field costs that field, or its message (one line naming file, message id and
+field: :mod:`recsys.dce_fields`); the rest of the import goes on. Format reference: DiscordChatExporter's JSON writer
 (Tyrrrz/DiscordChatExporter, ``JsonMessageWriter``): a top-level object with ``guild``,
 ``channel``, ``dateRange``, ``messages`` and ``messageCount``.
 """
@@ -36,6 +37,7 @@ from recsys.dce import (
     read_export,
 )
 from recsys.ingest_common import ImportReport, _flush, _progress, _record, _write_items
+from recsys.ingest_sync import DeletionCheck, order_files
 from recsys.store import Item
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
     rows: list[dict[str, Any]] = []
     pending: list[tuple[int, dict[str, Any]]] = []
     replies_to: dict[int, int] = {}
+    sighted = {"exported_at": exp.exported_at} if exp.exported_at is not None else {}  # recsys.ingest_sync
     for m in exp.messages:
         if m.reply_to is not None:
             replies_to[m.reply_to] = replies_to.get(m.reply_to, 0) + 1
@@ -75,7 +78,7 @@ def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
             author_id=m.author_id, url=f"https://discord.com/channels/{gid}/{cid}/{m.id}",
             rating=float(m.reactions),
             meta={"source": "discord", "channel": exp.channel_name, "reactions": m.reactions,
-                  "replies": replies_to.get(m.id, 0)},
+                  "replies": replies_to.get(m.id, 0), **sighted},
         )
         rows.append({"guild_id": gid, "member_id": m.author_id, "item_id": m.id, "kind": "authored",
                      "created_at": m.created_at, "text": m.text, "source_id": m.id})
@@ -105,7 +108,7 @@ def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
                 url=f"https://discord.com/channels/{gid}/{cid}",
                 rating=float(sum(m.reactions for m in exp.messages)),
                 meta={"source": "discord", "thread": True, "channel": exp.parent_name,
-                      "messages": len(exp.messages)},
+                      "messages": len(exp.messages), **sighted},
             )
             thread_text = f"{exp.channel_name}\n{body}"
             rows.append({"guild_id": gid, "member_id": starter.author_id, "item_id": cid, "kind": "authored",
@@ -119,7 +122,7 @@ def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
     return _Plan(list(items.values()), rows, pending)
 
 
-async def _write_export(recommender: Recommender, exp: _Export, plan: _Plan, bar) -> tuple[int, int]:
+async def _write_export(recommender: Recommender, exp: _Export, plan: _Plan) -> tuple[int, int]:
     store = recommender.store
     await store.upsert_guild(exp.guild_id, exp.guild_name)
     if exp.parent_id is not None and await store.get_channel(exp.parent_id) is None:
@@ -127,6 +130,8 @@ async def _write_export(recommender: Recommender, exp: _Export, plan: _Plan, bar
     await store.upsert_channel(exp.channel_id, exp.guild_id, exp.channel_name, exp.channel_kind,
                                parent_id=exp.parent_id)
     for uid, (name, is_bot, roles) in exp.members.items():
+        if not name and await store.get_member(exp.guild_id, uid) is None:
+            name = f"user {uid}"  # no nickname, global name or name in the export; a later one replaces it
         await store.upsert_member(exp.guild_id, uid, name, role_ids=roles, is_bot=is_bot)
     items = await _write_items(recommender, plan.items)
     # replies whose target is already stored (earlier file or earlier import) resolve now
@@ -145,73 +150,116 @@ async def _write_export(recommender: Recommender, exp: _Export, plan: _Plan, bar
     return items, interactions
 
 
-async def import_exports(recommender: Recommender, paths: Iterable[str | Path], *, progress: bool = True) -> ImportReport:
+@dataclass
+class _Run:
+    """One :func:`import_exports` call's shared state."""
+
+    recommender: Recommender
+    report: ImportReport
+    check: DeletionCheck
+    referenced: set[int]
+    read_bar: Any
+    bar: Any
+    pending: list[tuple[int, dict[str, Any]]]
+
+
+async def _import_file(run: _Run, f: Path) -> None:
+    """Read, check and write one export; every failure costs this file (or a field) and one line."""
+    report, rec = run.report, run.recommender
+    try:
+        exp = await asyncio.to_thread(read_export, f)
+    except ExportFormatError as err:
+        report.errors.append(str(err))
+        return
+    except Exception as err:  # an unreadable file (permissions, encoding…): this file only
+        report.errors.append(f"{f}: not imported ({type(err).__name__}: {err})")
+        log.debug("reading %s failed", f, exc_info=True)
+        return
+    finally:
+        run.read_bar.update(f.stat().st_size if f.exists() else 0)
+    report.errors += exp.problems
+    if exp.channel_kind == "dm" or exp.guild_id == 0:
+        report.skipped.append(f"{f}: direct messages are not imported")
+        return
+    try:
+        plan = _plan(exp, min_chars=rec.settings.recsys.min_message_chars, referenced=run.referenced)
+        report.removed += await run.check.before_write(exp)
+        async with rec.store.transaction():
+            n_items, n_inter = await _write_export(rec, exp, plan)
+        # Rows are committed; embed them after the commit (the embedding task writes vectors
+        # itself, and a vector missing after a crash is queued again at the next start).
+        await _flush(rec, run.bar)
+    except Exception as err:  # a store/embedding failure: this file is rolled back
+        report.errors.append(f"{f}: not imported ({type(err).__name__}: {err})")
+        log.debug("import of %s failed", f, exc_info=True)
+        return
+    run.check.after_write(exp)
+    report.files += 1
+    report.messages += len(exp.messages)
+    report.items += n_items
+    report.interactions += n_inter
+    run.pending += plan.pending_replies
+    if exp.guild_id not in report.guild_ids:
+        report.guild_ids.append(exp.guild_id)
+
+
+async def import_exports(recommender: Recommender, paths: Iterable[str | Path], *, progress: bool = True,
+                         replace_channel: bool = False) -> ImportReport:
     """Import DiscordChatExporter JSON exports (files, or folders searched recursively).
 
     Per file, in one store transaction: guild, channel (threads with their parent), members
-    (display name, roles where exported, bot flag), items — messages of a member (not a bot, not a
-    system message such as a join) whose text has at least ``settings.recsys.min_message_chars``
-    characters, or that were replied to or reacted to; a thread becomes one item (title + its
-    first 3 messages, id = the thread's id) — and interactions: ``authored`` (own items),
-    ``replied`` (``reference.messageId``; joining a thread counts as replying to it) and
-    ``reacted`` (where the export lists ``reactions[].users``). Direct-message exports are skipped.
+    (display name: nickname → global name → name → ``user <id>``; roles where exported; bot flag),
+    items — messages of a member (not a bot, not a system message such as a join) whose text has at
+    least ``settings.recsys.min_message_chars`` characters, or that were replied to or reacted to;
+    a thread becomes one item (title + its first 3 messages, id = the thread's id) — and
+    interactions: ``authored`` (own items), ``replied`` (``reference.messageId``; joining a thread
+    counts as replying to it) and ``reacted`` (where the export lists ``reactions[].users``).
+    Direct-message exports are skipped.
 
-    A malformed file is reported in ``errors`` (file, byte offset, line) and nothing of it is
-    written; other files still import. Raises FileNotFoundError when a path does not exist.
+    Messages the exports show were deleted on Discord are removed, and with ``replace_channel``
+    each export is its channel's whole truth for its date range (:mod:`recsys.ingest_sync`); copies
+    that disagree without ``exportedAt`` are kept and reported in ``notes``. A malformed file is
+    one line in ``errors`` (file, byte offset, line) and nothing of it is written; a bad field
+    costs that field, or its message (one line naming file, message id and field); other files
+    still import. Raises FileNotFoundError when a path does not exist.
     """
     t0 = time.perf_counter()
     report = ImportReport()
-    files = export_files(paths)
-    store = recommender.store
-    min_chars = recommender.settings.recsys.min_message_chars
-    members_before = await store.count("members")
+    files, repeated = order_files(export_files(paths))
+    if replace_channel:  # one truth per channel: several copies of one would contradict each other
+        for cid, copies in repeated.items():
+            report.errors += [f"{f}: not imported: --replace-channel was given {len(copies)} exports of channel "
+                              f"{cid} ({', '.join(c.name for c in copies)}); give one" for f in copies]
+        files = [f for f in files if not any(f in c for c in repeated.values())]
+    members_before = await recommender.store.count("members")
     referenced: set[int] = set()
     for f in files:
         referenced |= await asyncio.to_thread(_reference_targets, f)
-    pending: list[tuple[int, dict[str, Any]]] = []
+    check = DeletionCheck(recommender, set(repeated), replace=replace_channel)
     total = sum(f.stat().st_size for f in files)
-    with _progress(total, "reading", "B", progress) as read_bar, _progress(0, "embedding", "text", progress) as bar:
+    with _progress(total, "reading", "B", progress) as read_bar, _progress(None, "embedding", "text", progress) as bar:
+        run = _Run(recommender, report, check, referenced, read_bar, bar, [])
         for f in files:
-            try:
-                exp = await asyncio.to_thread(read_export, f)
-            except ExportFormatError as err:
-                report.errors.append(str(err))
-                log.error("%s", err)
-                read_bar.update(f.stat().st_size)
-                continue
-            read_bar.update(f.stat().st_size)
-            if exp.channel_kind == "dm" or exp.guild_id == 0:
-                report.skipped.append(f"{f}: direct messages are not imported")
-                continue
-            plan = _plan(exp, min_chars=min_chars, referenced=referenced)
-            try:
-                async with store.transaction():
-                    n_items, n_inter = await _write_export(recommender, exp, plan, bar)
-                # Rows are committed; embed them after the commit (the embedding task writes vectors
-                # itself, and a vector missing after a crash is queued again at the next start).
-                await _flush(recommender, bar)
-            except Exception as err:  # a store/embedding failure: this file is rolled back
-                report.errors.append(f"{f}: not imported ({type(err).__name__}: {err})")
-                log.exception("import of %s failed", f)
-                continue
-            report.files += 1
-            report.messages += len(exp.messages)
-            report.items += n_items
-            report.interactions += n_inter
-            pending += plan.pending_replies
-            if exp.guild_id not in report.guild_ids:
-                report.guild_ids.append(exp.guild_id)
-    if pending:  # replies to messages that a later file made into items
-        stored = await store.get_items({t for t, _ in pending})
-        rows = [{**row, "text": stored[t].text} for t, row in pending
-                if t in stored and stored[t].author_id != row["member_id"]]
-        if rows:
-            async with store.transaction():
-                report.interactions += await _record(recommender, rows)
-            await _flush(recommender, bar)
-        unresolved = sum(1 for t, _ in pending if t not in stored)
-        if unresolved:
-            log.info("%d repl(ies) point to messages not in the export (deleted or not exported)", unresolved)
-    report.members = await store.count("members") - members_before
+            await _import_file(run, f)
+        await _resolve_pending(run)
+    report.notes += check.notes()
+    report.members = await recommender.store.count("members") - members_before
     report.seconds = time.perf_counter() - t0
     return report
+
+
+async def _resolve_pending(run: _Run) -> None:
+    """Replies to messages that a later file made into items."""
+    if not run.pending:
+        return
+    store = run.recommender.store
+    stored = await store.get_items({t for t, _ in run.pending})
+    rows = [{**row, "text": stored[t].text} for t, row in run.pending
+            if t in stored and stored[t].author_id != row["member_id"]]
+    if rows:
+        async with store.transaction():
+            run.report.interactions += await _record(run.recommender, rows)
+        await _flush(run.recommender, run.bar)
+    unresolved = sum(1 for t, _ in run.pending if t not in stored)
+    if unresolved:
+        log.info("%d repl(ies) point to messages not in the export (deleted or not exported)", unresolved)

@@ -22,8 +22,11 @@ WRITE_BATCH = 512  # items / interactions handed to the facade at once (embedded
 @dataclass
 class ImportReport:
     """What an import did. ``items``, ``interactions`` and ``members`` count rows that are new
-    (a repeated import reports 0); ``messages`` counts messages read; ``errors`` holds one line per
-    file or catalogue line that could not be imported; ``seconds`` is wall time."""
+    (a repeated import reports 0); ``messages`` counts messages read; ``removed`` messages the
+    exports show were deleted on Discord (removed with their interactions and vectors); ``errors``
+    holds one line per file, catalogue line, message or field that could not be imported (each
+    once); ``notes`` lines that need the admin's decision but cost nothing (copies of a channel
+    that disagree without ``exportedAt``); ``seconds`` is wall time."""
 
     files: int = 0
     messages: int = 0
@@ -35,17 +38,23 @@ class ImportReport:
     skipped: list[str] = field(default_factory=list)  # files deliberately not imported (e.g. DMs)
     guild_ids: list[int] = field(default_factory=list)
     unit: str = "message(s)"  # what ``messages`` counts: "message(s)" (exports) or "entries" (catalogues)
+    removed: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         s = (f"{self.files} file(s), {self.messages} {self.unit} read: {self.items} new item(s), "
              f"{self.interactions} new interaction(s), {self.members} new member(s) in {self.seconds:.1f} s")
+        if self.removed:
+            s += f"; {self.removed} deleted message(s) removed"
         if self.errors:
             s += f"; {len(self.errors)} error(s)"
         return s
 
 
 # ---- writing --------------------------------------------------------------------------------------
-def _progress(total: int, desc: str, unit: str, enabled: bool):
+def _progress(total: int | None, desc: str, unit: str, enabled: bool):
+    """A tqdm bar on stderr. ``total`` must be known up front (``None``: a count and a rate, no
+    percentage), so a bar never goes backwards."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, leave=False,
@@ -62,6 +71,9 @@ async def _write_items(recommender: Recommender, items: list[Item]) -> int:
         if old is not None:
             if old.meta.get("thread") and not it.meta.get("thread"):
                 continue  # a thread started from this message owns the id (Discord reuses it)
+            if old.meta.get("exported_at") is not None and it.meta.get("source") == "discord":
+                # the latest export that showed the message (recsys.ingest_sync), whatever the order
+                it.meta["exported_at"] = max(old.meta["exported_at"], it.meta.get("exported_at") or 0.0)
             if (old.text, old.title, old.rating, old.meta, old.url, old.tags) == (it.text, it.title, it.rating, it.meta, it.url, it.tags):
                 continue
         todo.append(it)
@@ -73,9 +85,9 @@ async def _write_items(recommender: Recommender, items: list[Item]) -> int:
 
 
 async def _flush(recommender: Recommender, bar) -> None:
-    """Wait for the facade's embedding queue, showing texts embedded on ``bar``."""
+    """Wait for the facade's embedding queue, counting texts embedded on ``bar`` (no total: how
+    many texts a run embeds is only known once every file is read)."""
     queued = recommender.pending()
-    bar.total = (bar.total or 0) + queued
     start = bar.n
     task = asyncio.ensure_future(recommender.flush())
     while not task.done():

@@ -18,6 +18,7 @@ import numpy as np
 
 from recsys.rank import TRENDING_WINDOW_S, Ranker, count_greater_rows, feature_matrix, mmr_rows
 from recsys.store import Interaction, Item, channels_visible_to
+from recsys.substance import LowSubstance
 
 if TYPE_CHECKING:
     from recsys.store import Store
@@ -57,12 +58,17 @@ class GuildStats:
     now: float = 0.0  # the reference time trending was computed for
     rate: float = 0.0  # the guild's recent pace: items per second over its newest RATE_ITEMS items
     at: float = field(default_factory=time.monotonic)
+    # message items never recommended (greetings, thanks, bot commands, bare links, spam): the
+    # candidate filter (recsys.batch_rank) drops them for every member (recsys.substance)
+    low_substance: frozenset[int] = frozenset()
 
     def most_active(self, n: int) -> list[int]:
         return sorted(self.last_active, key=self.last_active.get, reverse=True)[:n]
 
 
-async def load_stats(store: Store, guild_id: int, now: float) -> GuildStats:
+async def load_stats(store: Store, guild_id: int, now: float, low: LowSubstance | None = None) -> GuildStats:
+    """The guild's stats at ``now`` (UNIX s). ``low``: the caller's :class:`recsys.substance.LowSubstance`
+    (the Recommender's judges each message once); without one every message item is judged here."""
     recent = [it.created_at for it in await store.recent_items(guild_id, RATE_ITEMS, before=now)]
     return GuildStats(
         popularity=await store.engagement_counts(guild_id),
@@ -70,6 +76,8 @@ async def load_stats(store: Store, guild_id: int, now: float) -> GuildStats:
         last_active=await store.last_activity(guild_id),
         now=now,
         rate=activity_rate(recent),
+        # judged from the stored text when the stats load: live, imported and older messages alike
+        low_substance=await (low or LowSubstance()).ids(store, guild_id),
     )
 
 

@@ -1,9 +1,14 @@
 """Step 5 of the pipeline: one-line reasons for picks ("because you replied to: …"), for many
-members at once (:func:`reasons_many`; one member is a batch of one)."""
+members at once (:func:`reasons_many`; one member is a batch of one).
+
+A reason that quotes starts with "because "; the others quote nothing ("popular in this server
+lately", "new in this server", :data:`NEUTRAL_REASON`). What a reason may quote depends on who reads
+it (:mod:`recsys.audience`): ``reasons_many``'s ``allow`` masks say which interactions may be quoted.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -15,6 +20,11 @@ MIN_REASON_CHARS = 20  # a reason quotes an interaction at least this long when 
 # sentences mostly score under ~0.2 with this model, so quoting one as "because you wrote about"
 # would mislead; the pick is then explained by what drove it instead (popular / new).
 MIN_REASON_SIMILARITY = 0.3
+#: The reason of a pick explained by an interaction its readers may not see quoted (a daily post in
+#: a channel, where the member's nearest interaction is in a channel some readers cannot view).
+NEUTRAL_REASON = "close to what you engage with here"
+POPULAR_REASON = "popular in this server lately"
+NEW_REASON = "new in this server"
 _VERBS = {
     "authored": "you wrote about",
     "replied": "you replied to",
@@ -72,7 +82,7 @@ def pick_reasons(
 
 def reasons_many(
     members: list[tuple[list[Interaction], np.ndarray, np.ndarray, list[bool]]], quotes: Mapping[int, str],
-    names: Collection[str] = (),
+    names: Collection[str] = (), allow: Sequence[np.ndarray] | None = None,
 ) -> list[list[tuple[str, int | None]]]:
     """Reasons for the picks of many members, all at once. Per member ``(used, hv, vecs, popular)``:
     its profile interactions ``used`` with their vectors ``hv (n, dim)``, its picks' vectors
@@ -81,9 +91,11 @@ def reasons_many(
     ones (quoted text of at least ``MIN_REASON_CHARS`` characters) when the member has any, if its
     cosine reaches ``MIN_REASON_SIMILARITY``; else "popular in this server lately" / "new in this server".
     ``quotes``: item id -> its title or text (:meth:`Store.item_quotes`); ``names``: the guild's member
-    display names, lower-case (a quote does not start with whom it addressed). Returns one list per
-    member of ``(reason, quoted item)``: the item whose title or text is quoted, ``None`` when the
-    quote is the member's own words or there is none."""
+    display names, lower-case (a quote does not start with whom it addressed). ``allow``: per member,
+    which of ``used`` may be quoted (bool ``(n,)``; None: all) — the nearest allowed one is quoted;
+    when only a disallowed one explains the pick, the reason is :data:`NEUTRAL_REASON`. Returns one
+    list per member of ``(reason, quoted item)``: the item whose title or text is quoted, ``None``
+    when the quote is the member's own words or there is none."""
     dim = members[0][2].shape[1] if members else 0
     used = [i for u, _, _, _ in members for i in u]
     u_quote = [quotes.get(i.item_id) if i.item_id is not None else None for i in used]
@@ -91,9 +103,8 @@ def reasons_many(
     u_seg = np.repeat(np.arange(len(members)), u_n)
     positive = np.array([i.weight > 0 for i in used], bool)
     long_ = np.array([len(_about(i, q, names)) >= MIN_REASON_CHARS for i, q in zip(used, u_quote, strict=True)], bool)
-    # the substantive positive interactions when a member has any, else all its positive ones
-    has_long = np.bincount(u_seg[positive & long_], minlength=len(members)) > 0
-    eligible = positive & (long_ | ~has_long[u_seg])
+    allowed = np.concatenate([np.asarray(a, bool) for a in allow] or [np.zeros(0, bool)]) if allow is not None \
+        else np.ones(len(used), bool)
     p_n = np.array([len(v) for _, _, v, _ in members], np.int64)
     pv = np.concatenate([v for _, _, v, _ in members] or [np.zeros((0, dim))]).astype(np.float32)
     hv = np.concatenate([h.reshape(-1, dim) for _, h, _, _ in members] or [np.zeros((0, dim))]).astype(np.float32)
@@ -107,14 +118,10 @@ def reasons_many(
     for s in range(0, len(pair_p), 65536):
         t = slice(s, s + 65536)
         sims[t] = np.einsum("nd,nd->n", hv[pair_u[t]], pv[pair_p[t]])
-    sims = np.where(eligible[pair_u] & np.any(pv != 0, axis=1)[pair_p], sims, -np.inf)
-    best_u = np.full(len(pv), -1, np.int64)
-    if len(pair_p):
-        order = np.lexsort((-sims, pair_p))  # per pick, best first; ties: the earlier interaction
-        first = order[np.r_[0, np.flatnonzero(np.diff(pair_p[order])) + 1]]
-        ok = sims[first] >= MIN_REASON_SIMILARITY
-        best_u[pair_p[first[ok]]] = pair_u[first[ok]]
-    out: list[list[str]] = []
+    sims = np.where(np.any(pv != 0, axis=1)[pair_p], sims, -np.inf)
+    best_any = _nearest(sims, pair_p, pair_u, _eligible(positive, long_, u_seg, len(members)), len(pv))
+    best_u = _nearest(sims, pair_p, pair_u, _eligible(positive & allowed, long_, u_seg, len(members)), len(pv))
+    out: list[list[tuple[str, int | None]]] = []
     c = 0
     for _, _, _, popular in members:
         reasons = []
@@ -122,8 +129,31 @@ def reasons_many(
             u = best_u[c]
             if u >= 0:
                 reasons.append((reason_for(used[u], u_quote[u], names), _quoted_item(used[u])))
+            elif best_any[c] >= 0:
+                reasons.append((NEUTRAL_REASON, None))
             else:
-                reasons.append(("popular in this server lately" if flag else "new in this server", None))
+                reasons.append((POPULAR_REASON if flag else NEW_REASON, None))
             c += 1
         out.append(reasons)
     return out
+
+
+def _eligible(positive: np.ndarray, long_: np.ndarray, u_seg: np.ndarray, n_members: int) -> np.ndarray:
+    """The interactions a reason may be chosen from: the substantive ``positive`` ones when the member
+    has any, else all its ``positive`` ones."""
+    has_long = np.bincount(u_seg[positive & long_], minlength=n_members) > 0
+    return positive & (long_ | ~has_long[u_seg])
+
+
+def _nearest(sims: np.ndarray, pair_p: np.ndarray, pair_u: np.ndarray, eligible: np.ndarray, n_picks: int) -> np.ndarray:
+    """Per pick, the eligible interaction nearest to it when its cosine reaches
+    ``MIN_REASON_SIMILARITY`` (ties: the earlier interaction), else -1: ``(n_picks,) int64``."""
+    best_u = np.full(n_picks, -1, np.int64)
+    if not len(pair_p):
+        return best_u
+    s = np.where(eligible[pair_u], sims, -np.inf)
+    order = np.lexsort((-s, pair_p))  # per pick, best first; ties: the earlier interaction
+    first = order[np.r_[0, np.flatnonzero(np.diff(pair_p[order])) + 1]]
+    ok = s[first] >= MIN_REASON_SIMILARITY
+    best_u[pair_p[first[ok]]] = pair_u[first[ok]]
+    return best_u

@@ -20,6 +20,7 @@ from recsys.index import KINDS, IndexSet
 from recsys.pipeline import STATS_TTL_S, GuildStats, Pick, load_stats
 from recsys.rank import DEFAULT_RANKER, Ranker
 from recsys.store import Item, Store
+from recsys.substance import LowSubstance
 
 if TYPE_CHECKING:
     from campfire.config import Settings
@@ -51,6 +52,7 @@ class Recommender:
         self._locks: dict[int, asyncio.Lock] = {}
         self._queue = EmbedQueue(store, embedder, self.indexes, self._write_lock)  # rows waiting for vectors
         self._stats: dict[int, GuildStats] = {}
+        self._low_substance = LowSubstance()  # each message judged once (recsys.substance)
         self.start_report: dict[tuple[int, str], str] = {}
 
     # ---- lifetime ---------------------------------------------------------------------------
@@ -107,12 +109,16 @@ class Recommender:
     # ---- writes -----------------------------------------------------------------------------
     async def add_items(self, items: Sequence[Item]) -> int:
         """Store items (upsert by id) and queue the new or changed ones for embedding; returns how
-        many were new. Items by opted-out authors are skipped (by the store)."""
+        many were new. Items by opted-out authors are skipped (by the store), and so are items of a
+        forgotten member or whose id is a forgotten message (``Store.recordable``, checked in
+        the write's transaction)."""
         if not items:
             return 0
         before = await self.store.get_items([it.id for it in items])
+        async with self.store.transaction():
+            items, _ = await self.store.recordable(items)
+            new = await self.store.upsert_items(items)
         changed = [it.id for it in items if it.id in before and item_text(before[it.id]) != item_text(it)]
-        new = await self.store.upsert_items(items)
         stored = await self.store.existing_ids("item", [it.id for it in items])
         if changed:
             await self._drop_vectors("item", changed)
@@ -128,12 +134,17 @@ class Recommender:
         and its ``requested``; dicts as :meth:`Store.add_interactions`, an empty ``text`` taking the
         item's) in ONE SQL transaction, then queue them for embedding (vectors and FAISS ids land
         together after the commit, as for every write). Returns False — nothing stored — when the
-        author opted out of recording. Saving an id that exists updates it (re-embedded if its text changed)."""
+        author opted out of recording or was forgotten (interactions by forgotten members are dropped,
+        see :meth:`record`). Saving an id that exists updates it (re-embedded if its text changed)."""
         rows = [dict(r) for r in interactions]
         for r in rows:
             if not r.get("text") and r.get("item_id") == item.id:
                 r["text"] = item_text(item)[:1000]
-        saved = await self.store.save_item(item, rows)
+        async with self.store.transaction():
+            kept, rows = await self.store.recordable([item], rows, stored=[item.id])
+            if not kept:
+                return False
+            saved = await self.store.save_item(item, rows)
         if saved is None:
             return False
         is_new, ids = saved
@@ -197,7 +208,10 @@ class Recommender:
     async def record(self, rows: Sequence[dict[str, Any]]) -> list[int]:
         """Record interactions (dicts as :meth:`Store.add_interactions`); returns the new ids.
         Each new interaction with text (or, when its text is empty, the text of its item) is queued
-        for the interaction index; ``recommended`` ones are not embedded."""
+        for the interaction index; ``recommended`` ones are not embedded. Rows by opted-out members
+        are skipped (by the store), and so are rows by a forgotten member, on (``item_id``) or from
+        (``source_id``) a forgotten message, or on an item that is not stored (its author opted out or
+        was forgotten) — ``Store.recordable``, in the write's transaction."""
         rows = [dict(r) for r in rows]
         need = [r["item_id"] for r in rows if not r.get("text") and r.get("item_id") is not None]
         if need:
@@ -206,7 +220,9 @@ class Recommender:
                 it = items.get(r.get("item_id")) if not r.get("text") else None
                 if it is not None:
                     r["text"] = item_text(it)[:1000]
-        ids = await self.store.add_interactions(rows)
+        async with self.store.transaction():
+            _, rows = await self.store.recordable(rows=rows)
+            ids = await self.store.add_interactions(rows)
         if ids:
             self._queue.push(("interaction", inter.id, inter.guild_id, inter.text)
                              for inter in (await self.store.get_interactions(ids)).values()
@@ -249,7 +265,7 @@ class Recommender:
     async def _guild_stats(self, guild_id: int, now: float) -> GuildStats:
         stats = self._stats.get(guild_id)
         if stats is None or time.monotonic() - stats.at > STATS_TTL_S or abs(stats.now - now) > 3600:
-            stats = self._stats[guild_id] = await load_stats(self.store, guild_id, now)
+            stats = self._stats[guild_id] = await load_stats(self.store, guild_id, now, self._low_substance)
         return stats
 
     async def recommend_many(
@@ -263,13 +279,17 @@ class Recommender:
         max_item_share: float | None = None,
         depth: int | None = None,
         guild: Mapping[str, Any] | None = None,
+        audience: int | None = None,
     ) -> dict[int, list[Pick]]:
         """:meth:`recommend` for many members of one guild in one batched pass (the daily digest):
         member id -> picks (members with none are left out). ``max_item_share`` caps the share of
         members one item may go to (see :func:`recsys.batch.recommend_many`); ``None`` = no cap,
         the same picks as :meth:`recommend` per member. ``depth``: FAISS neighbours per interest vector
         in both indexes (default: :meth:`recommend`'s, 200 items / 100 interactions). ``guild``: the guild
-        row when the caller already has it (the digest), so it is not read again. Raises ValueError for ``k`` ≤ 0."""
+        row when the caller already has it (the digest), so it is not read again. ``audience``: who reads
+        the picks (:mod:`recsys.audience`): None, each member their own (a DM); a channel id, everyone
+        who can view it (a daily post there: picks and quotes only from what they all can view).
+        Raises ValueError for ``k`` ≤ 0."""
         now = time.time() if now is None else float(now)
         k = self.settings.recsys.picks_per_member if k is None else int(k)
         if k <= 0:
@@ -278,14 +298,18 @@ class Recommender:
         return await _recommend_many(
             self.store, self.indexes, self.settings.recsys, self.rankers.get(guild_id, DEFAULT_RANKER), stats,
             guild_id, list(member_ids), k=k, now=now, exclude_sent=exclude_sent, max_item_share=max_item_share,
-            guild=guild, **({"per_interest": depth, "neighbour_hits": depth} if depth else {}),
+            guild=guild, audience=audience, **({"per_interest": depth, "neighbour_hits": depth} if depth else {}),
         )
 
     async def forget_user(self, user_id: int) -> dict[str, int]:
         """Delete everything about ``user_id`` in every guild (rows and vectors, from SQLite and the
         FAISS indexes): their items (with everyone's interactions on them), their interactions,
-        recommendations and memberships. Returns counts per table plus ``item_vectors`` and
-        ``interaction_vectors`` removed from the indexes."""
+        recommendations and memberships. Tombstones the member and their message ids so no write
+        records them again (``Store.forget_user``; lifted for the member, not the messages, by an
+        opt-in), rewrites ``campfire.db`` (VACUUM, WAL truncated) and the changed index files (a flat
+        index is written without the removed vectors, an HNSW graph compacted first), so the bytes are
+        gone from disk too. Returns counts per table plus ``item_vectors`` and ``interaction_vectors``
+        removed from the indexes."""
         async with self._write_lock():
             owned = await self.store.ids_owned_by(user_id)
             counts = await self.store.forget_user(user_id)

@@ -30,12 +30,16 @@ SERVING_NAMES = {
     "transformers.cli.serving.server": ["build_server"],
     "transformers.cli.serving.systemone": ["SystemOneHandler"],
     "transformers.cli.serving.transcription": ["TranscriptionHandler"],
-    "transformers.cli.serving.utils": ["CBGenerateManager", "GenerationState"],
+    "transformers.cli.serving.utils": ["CBGenerateManager", "GenerationState", "CBStreamer", "response_events_to_chunks",
+                                       "_StreamError"],
+    # model/penalties.py: per-request frequency / presence / repetition penalties under continuous batching
+    "transformers.generation.continuous_batching.cb_logits_processors": ["ContinuousBatchingLogitsProcessor"],
 }
 
 # (module, attribute path, parameters model/server.py passes or overrides)
 SERVING_PARAMETERS = [
-    ("transformers", "ContinuousBatchingConfig", ["max_memory_percent", "max_batch_tokens", "max_requests_per_batch", "per_request_processors"]),
+    ("transformers", "ContinuousBatchingConfig", ["max_memory_percent", "max_batch_tokens", "max_requests_per_batch", "per_request_processors",
+                                                  "use_async_batching", "use_cuda_graph"]),
     ("transformers.cli.serving.model_manager", "ModelManager", ["device", "dtype", "continuous_batching", "force_model"]),
     ("transformers.cli.serving.utils", "GenerationState", ["continuous_batching", "cb_config"]),
     ("transformers.cli.serving.utils", "GenerationState.get_manager", ["model_id", "use_cb"]),
@@ -110,3 +114,24 @@ def test_transformers_serving_state_attributes():
         pytest.fail(_moved(f"GenerationState no longer keeps {', '.join(missing)}"), pytrace=False)
     if not hasattr(CBGenerateManager(cb_config=None), "_cb"):
         pytest.fail(_moved("CBGenerateManager no longer keeps its continuous-batching manager in `_cb`"), pytrace=False)
+
+
+def test_continuous_batching_logits_processor_hooks():
+    """``model/penalties.py`` registers its processor through these members of the continuous-batching
+    processor list (``logits_processor``, ``tensors_required``, ``_retrieve_processors_kwargs``,
+    ``do_processing``) and
+    reads ``RequestState.logit_processor_kwargs`` / ``_true_initial_tokens``."""
+    from transformers.generation.continuous_batching import requests
+    from transformers.generation.continuous_batching.cb_logits_processors import (
+        ContinuousBatchingLogitsProcessorList,
+    )
+
+    src = inspect.getsource(ContinuousBatchingLogitsProcessorList)
+    missing = [a for a in ("tensors_required", "def _retrieve_processors_kwargs", "logits_processor", "do_processing")
+               if a not in src]
+    if missing:
+        pytest.fail(_moved(f"ContinuousBatchingLogitsProcessorList no longer has {', '.join(missing)}"), pytrace=False)
+    state_src = inspect.getsource(requests)
+    missing = [a for a in ("logit_processor_kwargs", "_true_initial_tokens") if a not in state_src]
+    if missing:
+        pytest.fail(_moved(f"continuous batching's RequestState no longer has {', '.join(missing)}"), pytrace=False)

@@ -1,10 +1,12 @@
 """The chat assistant: answers when mentioned, in DMs, when a member replies to it, and in threads it
 started.
 
-Flow (one message): should we answer? → per-member cooldown → memory (the reply chain, or the
-thread's recent history; at most ``chat.history_messages`` messages, trimmed to the token budget by
-``model.prompts``) → persona and streamed reply from :mod:`campfire.features.chat` → :class:`bot.messages.StreamingReply` edits the reply at most once per
-``chat.edit_interval_s`` and continues in a new message before 2,000 characters. Typing is shown
+Flow (one message): should we answer? → per-member cooldown → memory (the thread's recent messages,
+the reply chain, the DM's recent messages, or in a channel the member's recent exchange with Campfire;
+at most ``chat.history_messages`` messages, trimmed to the token budget by ``model.prompts``) →
+persona and streamed reply from :mod:`campfire.features.chat` (chat is served before waiting stories;
+the reply ends on a complete sentence) → :class:`bot.messages.StreamingReply` edits the reply at most
+once per ``chat.edit_interval_s`` and continues in a new message before 2,000 characters. Typing is shown
 until the first message; when the generator is saturated the member sees their queue position.
 Every message allows a ping of the member being answered only (never @everyone, @here or roles).
 Message contents are logged at DEBUG only.
@@ -24,6 +26,7 @@ from discord.ext import commands
 from bot.errors import generator_message, new_error_id
 from bot.messages import StreamingReply
 from campfire.features import chat
+from campfire.features.types import ChatLine
 
 if TYPE_CHECKING:
     from bot.app import CampfireBotMixin
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_TEXT = "⏳ Lots of people are talking to me right now: you're #{position} in line. I'll answer here as soon as I can."
 UNAVAILABLE_TEXT = "I can't chat right now: my writing engine isn't running. Please try again later."
+CHANNEL_SCAN = 100  # recent channel messages read for a member's exchange with Campfire (one API page)
+CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
 def _cooldown_key(message: discord.Message) -> tuple[int, int]:
@@ -100,7 +105,7 @@ class Chat(commands.Cog):
         me = self.me
         if me is None or message.author.bot or message.author.id == me.id:
             return False
-        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+        if message.type not in CHAT_TYPES:
             return False
         if message.guild is None:
             return True
@@ -122,17 +127,33 @@ class Chat(commands.Cog):
         return (bucket.update_rate_limit() or 0.0) if bucket is not None else 0.0
 
     # ---- memory --------------------------------------------------------------------------------
-    async def history(self, message: discord.Message) -> list[discord.Message]:
-        """Earlier messages of the conversation, oldest first, at most ``chat.history_messages``:
-        the thread's recent messages in a thread, else the reply chain above ``message``."""
+    async def _recent(self, channel: Any, before: discord.Message, limit: int) -> list[discord.Message]:
+        """Up to ``limit`` messages of ``channel`` before ``before``, oldest first ([] when unreadable)."""
+        try:
+            older = [m async for m in channel.history(limit=limit, before=before)]
+        except discord.HTTPException:
+            return []
+        return sorted(older, key=lambda m: m.id)  # snowflakes sort by time (Discord sends newest first)
+
+    async def history(self, message: discord.Message) -> tuple[list[discord.Message], chat.ChatScope]:
+        """Earlier messages of the conversation, oldest first, and where it happens: the thread's
+        recent messages in a thread; the reply chain above ``message`` when it is a reply; the DM's
+        recent messages in a DM; else (a mention in a channel) the channel's last
+        :data:`CHANNEL_SCAN` messages, of which :func:`campfire.features.chat.conversation` keeps the
+        exchange between this member and Campfire. At most ``chat.history_messages`` messages
+        except in a channel."""
         limit = self.settings.chat.history_messages
         channel = message.channel
         if isinstance(channel, discord.Thread):
-            try:
-                older = [m async for m in channel.history(limit=limit, before=message)]
-            except discord.HTTPException:
-                older = []
-            return sorted(older, key=lambda m: m.id)  # snowflakes sort by time (Discord sends newest first)
+            return await self._recent(channel, message, limit), "thread"
+        if message.reference is not None:
+            return await self._chain(message, limit), "chain"
+        if message.guild is None:
+            return await self._recent(channel, message, limit), "dm"
+        return await self._recent(channel, message, CHANNEL_SCAN), "channel"
+
+    async def _chain(self, message: discord.Message, limit: int) -> list[discord.Message]:
+        """The reply chain above ``message`` (at most ``limit`` messages), oldest first."""
         chain: list[discord.Message] = []
         current = message
         seen = {message.id}
@@ -145,28 +166,27 @@ class Chat(commands.Cog):
             current = parent
         return list(reversed(chain))
 
-    async def turns(self, message: discord.Message) -> list[Any]:
-        """The conversation as ``model.prompts.Turn`` objects, oldest first, ending with ``message``.
-        Consecutive bot messages (one long reply split in several) become one assistant turn."""
-        from model.prompts import Turn
-
+    def line(self, message: discord.Message) -> ChatLine:
+        """``message`` as chat reads it (:class:`campfire.features.types.ChatLine`)."""
         me = self.me
         assert me is not None
-        out: list[Any] = []
-        for m in [*await self.history(message), message]:
-            text = readable_content(m, me.id)
-            if not text:
-                continue
-            if m.author.id == me.id:
-                if out and out[-1].role == "assistant":
-                    out[-1] = Turn(role="assistant", content=out[-1].content + "\n" + text)
-                else:
-                    out.append(Turn(role="assistant", content=text))
-            elif not m.author.bot:
-                out.append(Turn(role="user", content=text, name=m.author.display_name))
-        if not out or out[-1].role != "user":
-            out.append(Turn(role="user", content="Hello!", name=message.author.display_name))
-        return out
+        return ChatLine(
+            id=message.id, author_id=message.author.id, text=readable_content(message, me.id),
+            author_name=message.author.display_name, from_bot=message.author.id == me.id,
+            addressed=any(user.id == me.id for user in message.mentions),
+            reply_to_id=message.reference.message_id if message.reference is not None else None,
+        )
+
+    async def turns(self, message: discord.Message) -> list[Any]:
+        """The conversation as ``model.prompts.Turn`` objects, oldest first, ending with ``message``
+        (:func:`campfire.features.chat.conversation`). Other bots' and system messages are left out."""
+        me = self.me
+        assert me is not None
+        earlier, scope = await self.history(message)
+        lines = [self.line(m) for m in earlier
+                 if (m.author.id == me.id or not m.author.bot) and m.type in CHAT_TYPES]
+        return chat.conversation([*lines, self.line(message)], member_id=message.author.id, scope=scope,
+                                 limit=self.settings.chat.history_messages)
 
     async def persona(self, message: discord.Message) -> str:
         """The persona for ``message``'s channel (:func:`campfire.features.chat.persona`: the

@@ -5,9 +5,11 @@ guilds' local time has come today without a post and, for each guild the bot is 
 :func:`campfire.features.digest.post` its sending: one message in the guild's digest channel
 mentioning only the members picked for (``AllowedMentions(users=[...])``), or — when it would pass
 2,000 characters — a short message with a thread holding the picks; with no usable digest channel,
-one DM per member. Which guilds are due, the picks (recorded), marking posted and the retry policy
-(a failure before anything was sent retries next tick; after a partial post, never twice a day) are
-the feature's; the text is :mod:`bot.render`'s. The clock is injectable (``DailyCog.clock``, an aware
+one DM per member. Where the post goes is decided first, and the picks are chosen for its readers
+(a :class:`campfire.features.digest.Audience`): in a channel, only picks and quoted reasons every
+reader of that channel can see; in a DM, what that member can see. Which guilds are due, the picks
+(recorded), marking posted and the retry policy (a failure before anything was sent retries next
+tick; after a partial post, never twice a day) are the feature's; the text is :mod:`bot.render`'s. The clock is injectable (``DailyCog.clock``, an aware
 UTC ``datetime``) for tests.
 """
 
@@ -26,6 +28,7 @@ from discord.ext import commands, tasks
 from bot import render
 from bot.messages import DISCORD_LIMIT, split_message
 from campfire.features import digest
+from campfire.features.digest import Audience
 
 if TYPE_CHECKING:
     from campfire.app import App
@@ -70,6 +73,15 @@ def mentions_in(content: str, member_ids: list[int]) -> discord.AllowedMentions:
     roles, or anyone else named in an item's text."""
     users = [discord.Object(id=m) for m in member_ids if f"<@{m}>" in content]
     return discord.AllowedMentions(everyone=False, roles=False, replied_user=False, users=users)
+
+
+def digest_channel(guild: discord.Guild, channel_id: int | None) -> discord.TextChannel | None:
+    """The guild's digest channel when the bot can post there; None means DMs."""
+    channel = guild.get_channel(channel_id or 0)
+    me = guild.me
+    if isinstance(channel, discord.TextChannel) and me is not None and channel.permissions_for(me).send_messages:
+        return channel
+    return None
 
 
 class DailyCog(commands.Cog, name="Daily"):
@@ -125,18 +137,20 @@ class DailyCog(commands.Cog, name="Daily"):
         def present(member_id: int) -> bool:  # members who left are not posted about
             return not guild.chunked or guild.get_member(member_id) is not None
 
+        channel = digest_channel(guild, due.guild.digest_channel_id)
+        if channel is None and due.guild.digest_channel_id:
+            log.warning("guild %s: digest channel %s is missing or not writable; sending DMs",
+                        guild.id, due.guild.digest_channel_id)
+
         async def deliver(run: DigestRun) -> str:
-            channel = guild.get_channel(run.guild.digest_channel_id or 0)
-            me = guild.me
-            if isinstance(channel, discord.TextChannel) and me is not None and channel.permissions_for(me).send_messages:
+            if channel is not None:
                 return await self._post_in_channel(channel, run, sent)
-            if run.guild.digest_channel_id:
-                log.warning("guild %s: digest channel %s is missing or not writable; sending DMs",
-                            guild.id, run.guild.digest_channel_id)
             await self._post_dms(guild, run, sent)
             return "dm"
 
-        run = await digest.post(self.app, due, deliver, sent=sent, present=present)
+        # the picks are chosen for where they go: a channel's readers all see every pick and reason
+        audience = Audience(channel.id if channel is not None else None)
+        run = await digest.post(self.app, due, deliver, sent=sent, present=present, audience=audience)
         return DigestPost(guild.id, run.date, len(run.picks), run.where, sent)
 
     async def _post_in_channel(self, channel: discord.TextChannel, run: DigestRun, sent: list[discord.Message]) -> str:

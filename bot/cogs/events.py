@@ -4,19 +4,25 @@ and writes them in batches through the recommender (see that module for what is 
 
 This cog decides only what Discord makes of an event: which messages count (members' own text
 messages in guild text channels — not bots, webhooks, system messages or DMs), fetching a message
-that was replied or reacted to, the channel permission snapshots (``visibility``) and member roles,
-refreshed when guilds become available and when channels, roles or members change. Message
-contents are never logged at INFO.
+that was replied or reacted to, the channel permission snapshots (``visibility``, computed by
+:mod:`bot.visibility`) and member roles, refreshed when guilds become available and when channels,
+threads, roles or members change. Private threads are visible only to their members (tracked from
+thread member joins and removals, fetched from Discord when a thread is first seen) and to those who
+manage threads. Message contents are never logged at INFO.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
 
+from bot.visibility import (PRIVATE_THREAD_KIND, UNKNOWN_PRIVATE_THREAD, ThreadMembers, is_private_thread,
+                            visibility_snapshot)
+from campfire.features import recording
 from campfire.features.recording import Recorder
 from campfire.features.types import ChannelRecord, Member, MemberRecord, MessageRecord, ReactionRecord
 
@@ -29,33 +35,11 @@ TEXT_CHANNEL_TYPES = (discord.TextChannel, discord.Thread, discord.VoiceChannel,
 RECORDED_TYPES = (discord.MessageType.default, discord.MessageType.reply, discord.MessageType.thread_starter_message)
 
 
-def visibility_snapshot(channel: discord.abc.GuildChannel) -> dict[str, Any]:
-    """Who may view ``channel``: ``{"public": bool, "roles": [role ids], "members": [member ids
-    allowed by an overwrite], "denied_members": [member ids denied by one]}``, computed with
-    discord.py's ``permissions_for`` (overwrites and administrator included). A thread has its
-    parent's snapshot (members of a private thread are not tracked)."""
-    if isinstance(channel, discord.Thread) and channel.parent is not None:
-        channel = channel.parent  # type: ignore[assignment]
-    guild = channel.guild
-    public = channel.permissions_for(guild.default_role).view_channel
-    roles = sorted(r.id for r in guild.roles if channel.permissions_for(r).view_channel)
-    members, denied = [], []
-    for target, overwrite in channel.overwrites.items():
-        is_member = isinstance(target, (discord.Member, discord.User)) or (
-            isinstance(target, discord.Object) and target.type in (discord.Member, discord.User)
-        )
-        if not is_member:
-            continue
-        allow, deny = overwrite.pair()
-        if allow.view_channel:
-            members.append(target.id)
-        elif deny.view_channel:
-            denied.append(target.id)
-    return {"public": bool(public), "roles": roles, "members": sorted(members), "denied_members": sorted(denied)}
-
-
 def channel_kind(channel: Any) -> str:
-    """The store's ``kind`` for a discord.py channel: ``thread``, ``forum``, ``voice``, ``category`` or ``text``."""
+    """The store's ``kind`` for a discord.py channel: ``private_thread``, ``thread``, ``forum``,
+    ``voice``, ``category`` or ``text``."""
+    if is_private_thread(channel):
+        return PRIVATE_THREAD_KIND
     if isinstance(channel, discord.Thread):
         return "thread"
     if isinstance(channel, discord.ForumChannel):
@@ -100,11 +84,12 @@ def message_record(message: discord.Message) -> MessageRecord:
     )
 
 
-def channel_record(channel: Any) -> ChannelRecord:
-    """A channel's name, kind, parent, NSFW flag and visibility snapshot."""
+def channel_record(channel: Any, threads: ThreadMembers | None = None) -> ChannelRecord:
+    """A channel's name, kind, parent, NSFW flag and visibility snapshot (a private thread's from
+    ``threads``: :func:`bot.visibility.visibility_snapshot`)."""
     return ChannelRecord(guild_id=channel.guild.id, id=channel.id, name=getattr(channel, "name", ""),
                          kind=channel_kind(channel), parent_id=getattr(channel, "parent_id", None),
-                         nsfw=bool(getattr(channel, "nsfw", False)), visibility=visibility_snapshot(channel))
+                         nsfw=bool(getattr(channel, "nsfw", False)), visibility=visibility_snapshot(channel, threads))
 
 
 class Events(commands.Cog):
@@ -115,6 +100,7 @@ class Events(commands.Cog):
         self.bot = bot
         self.app = bot.app
         self.recorder = Recorder(bot.app)
+        self.threads = ThreadMembers()  # members of private threads (bot.visibility)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -202,9 +188,24 @@ class Events(commands.Cog):
 
     # ---- channels, roles and members (visibility snapshots) ---------------------------------------
     def snapshot_channel(self, channel: Any) -> None:
-        """Queue a channel's name, kind, parent, NSFW flag and visibility snapshot."""
+        """Queue a channel's name, kind, parent, NSFW flag and visibility snapshot (a private thread's
+        with the members known so far: :class:`bot.visibility.ThreadMembers`)."""
         if isinstance(channel, (*TEXT_CHANNEL_TYPES, discord.CategoryChannel)):
-            self.recorder.channel(channel_record(channel))
+            self.recorder.channel(channel_record(channel, self.threads))
+
+    def snapshot_with_threads(self, channel: Any) -> None:
+        """Queue ``channel``'s snapshot and those of its threads (whose snapshots derive from it)."""
+        self.snapshot_channel(channel)
+        for thread in getattr(channel, "threads", ()):
+            self.snapshot_channel(thread)
+
+    async def refresh_thread(self, thread: Any) -> None:
+        """Queue a thread's snapshot; for a private thread whose members are unknown, fetch them
+        from Discord and queue the snapshot again (on failure it stays unknown: participants only)."""
+        self.snapshot_channel(thread)
+        unknown = is_private_thread(thread) and self.threads.members(thread.id) is None
+        if unknown and not self.threads.fetching(thread.id) and await self.threads.fetch(thread):
+            self.snapshot_channel(thread)
 
     def _queue_member(self, member: Any) -> None:
         if isinstance(member, discord.Member):
@@ -218,13 +219,37 @@ class Events(commands.Cog):
         for member in guild.members:
             self._queue_member(member)
 
+    async def _guild_seen(self, guild: discord.Guild) -> None:
+        for thread in guild.threads:  # a reconnect may have missed membership events: fetch again
+            self.threads.forget(thread.id)
+        self.snapshot_guild(guild)
+        for thread in guild.threads:
+            if is_private_thread(thread):
+                await self.refresh_thread(thread)
+        await self.check_stored_threads(guild)
+
+    async def check_stored_threads(self, guild: discord.Guild) -> None:
+        """Threads stored without their type (before private threads had their own snapshot) and not
+        active now: look each up once (``GET /channels/{id}``) and record it again; one Discord will
+        not show (deleted, or hidden from the bot) is recorded as a private thread of unknown members."""
+        for record in await recording.threads_to_check(self.app, guild.id):
+            if guild.get_thread(record.id) is not None:
+                continue  # active: snapshotted just now
+            try:
+                channel = await guild.fetch_channel(record.id)
+            except discord.HTTPException:
+                self.recorder.channel(replace(record, kind=PRIVATE_THREAD_KIND, visibility=dict(UNKNOWN_PRIVATE_THREAD)))
+                continue
+            if isinstance(channel, discord.Thread):
+                await self.refresh_thread(channel)
+
     @commands.Cog.listener()
     async def on_guild_available(self, guild: discord.Guild) -> None:
-        self.snapshot_guild(guild)
+        await self._guild_seen(guild)
 
     @commands.Cog.listener()
     async def on_guild_join(self, guild: discord.Guild) -> None:
-        self.snapshot_guild(guild)
+        await self._guild_seen(guild)
 
     @commands.Cog.listener()
     async def on_guild_channel_create(self, channel: discord.abc.GuildChannel) -> None:
@@ -232,24 +257,57 @@ class Events(commands.Cog):
 
     @commands.Cog.listener()
     async def on_guild_channel_update(self, before: discord.abc.GuildChannel, after: discord.abc.GuildChannel) -> None:
-        self.snapshot_channel(after)
+        self.snapshot_with_threads(after)
         if isinstance(after, discord.CategoryChannel):  # synced children may have changed too
             for child in after.channels:
-                self.snapshot_channel(child)
+                self.snapshot_with_threads(child)
 
     @commands.Cog.listener()
     async def on_thread_create(self, thread: discord.Thread) -> None:
-        self.snapshot_channel(thread)
+        await self.refresh_thread(thread)
+
+    @commands.Cog.listener()
+    async def on_thread_join(self, thread: discord.Thread) -> None:  # the bot added to it, or a thread sync
+        await self.refresh_thread(thread)
+
+    @commands.Cog.listener()
+    async def on_thread_update(self, before: discord.Thread, after: discord.Thread) -> None:
+        await self.refresh_thread(after)
+
+    @commands.Cog.listener()
+    async def on_thread_delete(self, thread: discord.Thread) -> None:
+        self.threads.forget(thread.id)
+
+    @commands.Cog.listener()
+    async def on_thread_remove(self, thread: discord.Thread) -> None:
+        """The bot left a thread (or lost sight of it): its membership may change unseen from now on."""
+        self.threads.forget(thread.id)
+        await self.refresh_thread(thread)
+
+    @commands.Cog.listener()
+    async def on_thread_member_join(self, member: discord.ThreadMember) -> None:
+        self.threads.changed(member.thread_id, member.id, joined=True)
+        await self.refresh_thread(member.thread)
+
+    @commands.Cog.listener()
+    async def on_raw_thread_member_remove(self, payload: discord.RawThreadMembersUpdate) -> None:
+        """A member left or was removed (raw: sent whether or not discord.py had them cached)."""
+        for member_id in payload.data.get("removed_member_ids", []):
+            self.threads.changed(payload.thread_id, int(member_id), joined=False)
+        guild = self.bot.get_guild(payload.guild_id)  # type: ignore[attr-defined]
+        thread = guild.get_thread(payload.thread_id) if guild is not None else None
+        if thread is not None:
+            await self.refresh_thread(thread)
 
     @commands.Cog.listener()
     async def on_guild_role_update(self, before: discord.Role, after: discord.Role) -> None:
         if before.permissions != after.permissions:
-            for channel in after.guild.channels:
+            for channel in [*after.guild.channels, *after.guild.threads]:
                 self.snapshot_channel(channel)
 
     @commands.Cog.listener()
     async def on_guild_role_create(self, role: discord.Role) -> None:
-        for channel in role.guild.channels:
+        for channel in [*role.guild.channels, *role.guild.threads]:
             self.snapshot_channel(channel)
 
     @commands.Cog.listener()

@@ -8,7 +8,6 @@ buttons — ``bot.views.PickButton``), ``/recommend subscribe`` and ``/recommend
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -16,9 +15,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.i18n import register
 from bot.cogs.events import member_record
+from bot.i18n import register
 from bot.views import PickButton, detached, picks_view
+from bot.visibility import ThreadMembers, live_view_check
 from campfire.features import picks
 from campfire.features.types import Member
 
@@ -44,19 +44,6 @@ def as_member(interaction: discord.Interaction) -> Member:
     return Member(guild_id=interaction.guild_id or 0, id=user.id, name=user.display_name, is_bot=user.bot)
 
 
-def live_view_check(guild: discord.Guild | None, member: object) -> Callable[[int], bool]:
-    """``channel_id -> bool`` with Discord's permissions when the channel is in the cache; True
-    otherwise (the recommender has already filtered with the stored permission snapshot)."""
-
-    def can_view(channel_id: int) -> bool:
-        if guild is None or not isinstance(member, discord.Member):
-            return True
-        channel = guild.get_channel_or_thread(channel_id)
-        return True if channel is None else channel.permissions_for(member).view_channel
-
-    return can_view
-
-
 class RecommendCog(commands.Cog, name="Recommend"):
     """``/recommend now|subscribe|unsubscribe`` and the feedback buttons under the picks
     (:mod:`campfire.features.picks`; rendering in :mod:`bot.render`)."""
@@ -70,11 +57,17 @@ class RecommendCog(commands.Cog, name="Recommend"):
     def app(self) -> App:
         return self.bot.app  # type: ignore[attr-defined]
 
+    @property
+    def threads(self) -> ThreadMembers | None:
+        """The private threads' members as the recorder (``bot.cogs.events``) knows them, if it is loaded."""
+        return getattr(self.bot.get_cog("Events"), "threads", None)
+
     @recommend.command(name="now", description="Show your personal picks now (only you see them)")
     async def now(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         user = interaction.user
-        found = await picks.now(self.app, as_member(interaction), can_view=live_view_check(interaction.guild, user))
+        found = await picks.now(self.app, as_member(interaction),
+                                can_view=live_view_check(interaction.guild, user, self.threads))
         if not found:
             await interaction.followup.send(render.NO_PICKS_TEXT, ephemeral=True)
             return

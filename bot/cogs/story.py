@@ -5,9 +5,13 @@ made (``stories.plan``: the theme checked, microseconds) → the member's cooldo
 (``stories.Cooldowns``) and the interaction deferred (before any generation) → ``stories.tell``
 streams text deltas, which :class:`EmbedStream` shows by editing the follow-up (an embed titled by
 the story, crediting the requester; ``bot.render``) at most once per ``chat.edit_interval_s``
-seconds → ``stories.tell`` saves the story (the one save: item + ``requested`` interaction, one
-transaction) → the persistent 👍 / 👎 / Continue / Regenerate row (``bot.views.StoryButton``) is
-attached. A button becomes ``stories.rate`` / ``plan_continue`` / ``plan_regenerate`` → ``tell``.
+seconds → ``stories.tell`` gates the story (a failure is written once more, the embed starting
+over) and saves it (the one save: item + ``requested`` interaction, one transaction) → the persistent
+👍 / 👎 / Continue / Regenerate row (``bot.views.StoryButton``) is attached. A story that failed the
+gate twice is shown with its notice and only a Regenerate button (its plan kept in
+``stories.Drafts`` under the message id: nothing was saved). A request in a language the model does
+not write (``stories.StoryDeclined``) is answered ephemerally, in the member's language, before any
+generation. A button becomes ``stories.rate`` / ``plan_continue`` / ``plan_regenerate`` → ``tell``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from discord.ext import commands
 from bot import render
 from bot.errors import generator_message
 from bot.i18n import register
-from bot.views import StoryButton, story_view
+from bot.views import StoryButton, detached, story_view
 from campfire.features import stories
 from campfire.features.types import Member, SavedStory, StoryPlan
 from model.errors import EmptyOutput, GeneratorError
@@ -73,6 +77,12 @@ class EmbedStream:
         self.queue_note = ""
         self._dirty.set()
 
+    def restart(self) -> None:
+        """The story is being written again (it failed the quality gate): show it from its start."""
+        self.text = ""
+        self.queue_note = render.STORY_RETRY_NOTE
+        self._dirty.set()
+
     def queued(self, position: int) -> None:
         """Show the member's queue position (1 = next; ``GeneratorClient`` ``on_queued``) until text arrives."""
         self.queue_note = f"The storyteller is busy — you are number {position} in the queue."
@@ -116,6 +126,8 @@ class StoryCog(commands.Cog, name="Story"):
         self.bot = bot
         self.app = bot.app  # type: ignore[attr-defined]
         self.cooldowns = stories.Cooldowns()
+        #: Plans of stories shown but not saved (the quality gate), by message id: their Regenerate.
+        self.drafts = stories.Drafts()
         #: Completion budget (tokens) for every story; None = from the requested length
         #: (``model.prompts.story_max_tokens``). Tests and benchmarks lower it to keep CPU runs short.
         self.max_tokens: int | None = None
@@ -168,7 +180,7 @@ class StoryCog(commands.Cog, name="Story"):
             story = await stories.tell(
                 self.app, plan, requester=requester, channel_id=interaction.channel_id, message_id=message.id,
                 url=message.jump_url, nsfw=bool(getattr(interaction.channel, "nsfw", False)),
-                on_delta=stream.feed, on_queued=stream.queued, max_tokens=self.max_tokens,
+                on_delta=stream.feed, on_queued=stream.queued, on_retry=stream.restart, max_tokens=self.max_tokens,
             )
         except (GeneratorError, ValueError) as err:
             await stream.stop()
@@ -178,12 +190,17 @@ class StoryCog(commands.Cog, name="Story"):
             await stream.stop()
             raise
         await stream.stop()
-        await interaction.edit_original_response(
-            content=None, embeds=render.told_embeds(story, plan, user),
-            view=story_view(story.item_id) if story.item_id is not None else None,
-        )
-        log.info("story %s: %d tokens in %.1f s (TTFT %.2f s)", story.item_id, story.completion_tokens, story.total_s,
-                 story.ttft_s)
+        view = None
+        if story.item_id is not None:
+            view = story_view(story.item_id)
+        elif story.rejected:  # shown, not saved: Regenerate from the plan kept under the message id
+            self.drafts.remember(message.id, plan, user.id)
+            view = discord.ui.View(timeout=None)
+            view = detached(view.add_item(StoryButton("again", message.id)))
+        await interaction.edit_original_response(content=story.notice, embeds=render.told_embeds(story, plan, user), view=view)
+        log.info("story %s: %d tokens in %.1f s (TTFT %.2f s, %d attempts, finish %s, rejected %s)", story.item_id,
+                 story.completion_tokens, story.total_s, story.ttft_s, story.attempts, story.finish_reason,
+                 ",".join(story.rejected) or "no")
         return story
 
     async def _failed(self, interaction: discord.Interaction, err: Exception) -> None:
@@ -213,8 +230,8 @@ class StoryCog(commands.Cog, name="Story"):
             if action == "more":
                 plan = await stories.plan_continue(self.app, item_id)
             else:
-                plan = await stories.plan_regenerate(self.app, item_id, interaction.user.id)
-        except stories.StoryRefused as err:
+                plan = await stories.plan_regenerate(self.app, item_id, interaction.user.id, drafts=self.drafts)
+        except (stories.StoryRefused, stories.StoryDeclined) as err:
             await interaction.response.send_message(str(err), ephemeral=True)
             return
         if await self._start(interaction):

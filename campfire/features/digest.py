@@ -6,6 +6,9 @@ One daily post reads its guild's row once: :func:`due` reads every guild's setti
 (:class:`~campfire.features.types.GuildSettings`) and they are passed down — to the ranking (the
 guild's NSFW setting), to the front end (the digest channel) and to :func:`mark_posted`.
 
+The picks are chosen for who reads them (:class:`Audience`): in a channel post, only picks, titles,
+links and quoted reasons every reader of that channel can see; in a DM, what that member can see.
+
 Retry policy (:func:`post`): a guild is due from its local ``digest_time`` until it is marked posted
 for that local date. A failure before any message went out leaves it due, so the next tick retries;
 once part of the post is out it is marked posted even when the rest fails — never a second post on
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sized
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date as date_cls
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -36,6 +39,17 @@ log = logging.getLogger(__name__)
 
 #: The store's placeholder guild for opted-out members' state: never a digest guild.
 PLACEHOLDER_GUILD = 0
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who reads a message of picks. ``channel_id`` None: the member alone (a DM, an ephemeral reply);
+    else everyone who can view that channel (a daily post there, or its thread). Whatever the
+    message shows — pick titles, links, quoted reasons — must be visible to every reader, so a
+    channel audience gets picks only from channels all its readers can view and reasons that quote
+    nothing from elsewhere (:mod:`recsys.audience`)."""
+
+    channel_id: int | None = None
 
 
 def guild_zone(app: App, guild: GuildSettings) -> ZoneInfo:
@@ -100,6 +114,7 @@ async def run(
     all_members: bool = False,
     k: int | None = None,
     present: Callable[[int], bool] | None = None,
+    audience: Audience | None = None,
 ) -> DigestRun:
     """Each subscribed member's picks in ``guild`` (an id — its row is then read once — or the
     settings already read) for the guild-local ``date`` (YYYY-MM-DD; default today there).
@@ -109,8 +124,10 @@ async def run(
     (dry runs only) adds every member with ≥ 3 interactions. ``k``: picks per member (default
     ``recsys.picks_per_member``). ``present(member_id) -> bool``: the front end's check that a
     member is still there (members it refuses are left out of the result; their picks are still
-    recorded). Raises ValueError for an unknown guild id, a bad date, or ``all_members`` without
-    ``dry_run``."""
+    recorded). ``audience``: who will read the picks (:class:`Audience`;
+    default :func:`post_audience`, where the guild's post goes) — a channel's readers get only picks
+    and quotes they can all see. Raises ValueError for an unknown guild id, a bad date, or
+    ``all_members`` without ``dry_run``."""
     from recsys.digest import daily_picks
 
     if not isinstance(guild, GuildSettings):
@@ -124,13 +141,21 @@ async def run(
     except ValueError:
         raise ValueError(f"date must be YYYY-MM-DD, got {date!r}") from None
     t0 = time.perf_counter()
+    audience = audience or post_audience(guild)
     ranked = await daily_picks(app.recommender, guild.id, date, dry_run=dry_run, all_members=all_members, k=k,
-                               now=now, guild={"id": guild.id, "nsfw_allowed": guild.nsfw_allowed})
+                               now=now, guild={"id": guild.id, "nsfw_allowed": guild.nsfw_allowed},
+                               audience=audience.channel_id)
     picks = tuple(
         MemberPicks(mp.guild_id, mp.member_id, mp.member, tuple(to_pick(p) for p in mp.picks))
         for mp in ranked if present is None or present(mp.member_id)
     )
     return DigestRun(guild=guild, date=date, picks=picks, dry_run=dry_run, took_s=time.perf_counter() - t0)
+
+
+def post_audience(guild: GuildSettings) -> Audience:
+    """Who reads the guild's daily post as its settings say: the digest channel's readers, or each
+    member alone (DMs) when it has none. A front end that sends elsewhere passes its own."""
+    return Audience(guild.digest_channel_id)
 
 
 async def mark_posted(app: App, guild_id: int, date: str) -> None:
@@ -147,6 +172,7 @@ async def post(
     *,
     sent: Sized,
     present: Callable[[int], bool] | None = None,
+    audience: Audience | None = None,
 ) -> DigestRun:
     """One guild's daily post: :func:`run` (recorded), ``deliver(run)`` — the front end's sending,
     returning where the picks went (``channel`` | ``thread`` | ``dm``; not called when nobody has a
@@ -154,9 +180,11 @@ async def post(
 
     ``sent``: the front end's list of messages sent so far (it appends as it goes). When ``deliver``
     raises, the guild is marked posted if ``sent`` is not empty (part of the post is out: never
-    twice a day) and stays due otherwise (the next tick retries); the exception propagates."""
+    twice a day) and stays due otherwise (the next tick retries); the exception propagates.
+    ``audience``: where ``deliver`` will send (default :func:`post_audience`): a channel's readers
+    get only picks and quotes they can all see, a member alone what they can see."""
     guild, date = due_post.guild, due_post.date
-    result = await run(app, guild, date, dry_run=False, present=present)
+    result = await run(app, guild, date, dry_run=False, present=present, audience=audience)
     ops.observe_digest(seconds=result.took_s, members=len(result.picks), picks=result.pick_count)
     where = "none"
     try:

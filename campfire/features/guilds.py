@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from campfire.app import App
 
 __all__ = [
-    "PERSONA_MAX", "HEALTH_TIMEOUT_S", "load_settings", "parse_hhmm", "parse_timezone", "status",
+    "HEALTH_TIMEOUT_S", "PERSONA_MAX", "load_settings", "parse_hhmm", "parse_timezone", "status",
     "suggest_timezones", "update_settings", "validate", "zone",
 ]
 
@@ -39,21 +39,35 @@ async def load_settings(app: App, guild_id: int) -> GuildSettings:
     return GuildSettings.from_row(await app.store.get_guild(guild_id), app.settings.digest, guild_id)
 
 
+def _persona(text: str, what: str) -> str | None:
+    """A persona as typed, checked: stripped; None for a reset word (:data:`PERSONA_RESETS`)."""
+    persona = text.strip()
+    if len(persona) > PERSONA_MAX:
+        raise ValueError(f"The {what} is {len(persona)} characters long; the limit is {PERSONA_MAX}.")
+    return None if persona.lower() in PERSONA_RESETS else persona
+
+
 def validate(request: SettingsRequest) -> dict[str, Any]:
     """Check everything in ``request`` before anything is saved (a bad value changes nothing).
     Returns the plain changes it implies (``digest_time``, ``timezone``, ``persona``,
-    ``digest_channel_id``, ``nsfw_allowed``; the channel lists depend on the stored ones and are
-    worked out by :func:`update_settings`). Raises ValueError with a sentence an admin can read."""
+    ``digest_channel_id``, ``nsfw_allowed``, and ``channel_persona``: ``(channel id, persona or
+    None)``; the channel lists depend on the stored ones and are worked out by
+    :func:`update_settings`). Raises ValueError with a sentence an admin can read."""
     changes: dict[str, Any] = {}
     if request.time is not None:
         changes["digest_time"] = parse_hhmm(request.time)
     if request.timezone is not None:
         changes["timezone"] = parse_timezone(request.timezone)
     if request.persona is not None:
-        persona = request.persona.strip()
-        if len(persona) > PERSONA_MAX:
-            raise ValueError(f"The persona is {len(persona)} characters long; the limit is {PERSONA_MAX}.")
-        changes["persona"] = None if persona.lower() in PERSONA_RESETS else persona
+        changes["persona"] = _persona(request.persona, "persona")
+    if request.channel is not None and request.channel_persona is None:
+        raise ValueError("Give the channel persona to set for that channel.")
+    if request.channel_persona is not None:
+        if request.channel is None:
+            raise ValueError("Say which channel the channel persona is for.")
+        if request.channel.kind.endswith("thread"):
+            raise ValueError("Threads speak with their channel's persona: set it on the channel instead.")
+        changes["channel_persona"] = (request.channel.id, _persona(request.channel_persona, "channel persona"))
     if request.digest_channel_id is not None and request.digest_in_dms:
         raise ValueError("Choose either a digest channel or direct messages, not both.")
     if request.learn_from is not None and request.learn_from == request.ignore:
@@ -85,9 +99,12 @@ async def update_settings(app: App, guild_id: int, request: SettingsRequest, *, 
                           by: int | None = None) -> SettingsUpdate:
     """Apply ``request`` to the guild's settings (creating its row, named ``guild_name``, when
     missing) in one transaction; an empty request only reads them. ``by`` (a member id) is logged.
-    Returns the settings after the change and the names of what changed. Raises ValueError (see
-    :func:`validate`) before anything is written."""
+    A channel persona is stored on the channel (its row created from ``request.channel``, with its
+    visibility snapshot, when Campfire has none yet); its threads inherit it
+    (:func:`campfire.features.chat.persona`). Returns the settings after the change and the names of
+    what changed. Raises ValueError (see :func:`validate`) before anything is written."""
     changes = validate(request)
+    channel_persona = changes.pop("channel_persona", None)
     store = app.store
     row = await store.get_guild(guild_id)
     if row is None:
@@ -99,13 +116,27 @@ async def update_settings(app: App, guild_id: int, request: SettingsRequest, *, 
         changes["learn_channel_ids"] = learn
     if tuple(ignored) != current.ignore_channel_ids:
         changes["ignore_channel_ids"] = ignored
-    if not changes:
+    if not changes and channel_persona is None:
         return SettingsUpdate(current)
     async with store.transaction():
-        await store.update_guild(guild_id, **changes)
-    log.info("guild %s settings changed by %s: %s", guild_id, by, ", ".join(sorted(changes)))
+        if changes:
+            await store.update_guild(guild_id, **changes)
+        if channel_persona is not None:
+            await _set_channel_persona(app, request, channel_persona[1])
+    changed = sorted([*changes, *(["channel_persona"] if channel_persona is not None else [])])
+    log.info("guild %s settings changed by %s: %s", guild_id, by, ", ".join(changed))
     after = GuildSettings.from_row({**(row or {}), **changes}, app.settings.digest, guild_id)
-    return SettingsUpdate(after, tuple(sorted(changes)))
+    return SettingsUpdate(after, tuple(changed), channel_persona=channel_persona)
+
+
+async def _set_channel_persona(app: App, request: SettingsRequest, persona: str | None) -> None:
+    """Store ``persona`` on ``request.channel`` (creating its row, with its visibility, when missing)."""
+    channel = request.channel
+    assert channel is not None  # validate() checked it
+    if await app.store.get_channel(channel.id) is None:
+        await app.store.upsert_channel(channel.id, channel.guild_id, channel.name, channel.kind,
+                                       parent_id=channel.parent_id, nsfw=channel.nsfw, visibility=channel.visibility)
+    await app.store.set_channel_persona(channel.id, persona)
 
 
 @lru_cache(maxsize=1)
@@ -123,7 +154,8 @@ def suggest_timezones(typed: str, limit: int = 25) -> list[str]:
 
 async def status(app: App, guild_id: int) -> GuildStatus:
     """Generator health (checked with a :data:`HEALTH_TIMEOUT_S` timeout; a failing check reads as
-    unhealthy), its running and waiting requests, the guild's index sizes and its last daily post."""
+    unhealthy), its running and waiting requests, which model answers (``index["generator_model"]``,
+    :func:`model_label`), the guild's index sizes and its last daily post."""
     generator = app.generator
     healthy: bool | None = None
     if generator is not None:
@@ -137,7 +169,17 @@ async def status(app: App, guild_id: int) -> GuildStatus:
         healthy=healthy,
         in_flight=generator.in_flight if generator is not None else 0,
         queue_depth=generator.queue_depth if generator is not None else 0,
-        index=app.recommender.stats(guild_id),
+        index={**({"generator_model": model_label(generator.model)} if generator is not None else {}),
+               **app.recommender.stats(guild_id)},
         last_digest_date=settings.last_digest_date,
     )
+
+
+def model_label(model: str) -> str:
+    """Which model answers, for ``/campfire status``: a local folder's name (``generator.model_path``,
+    e.g. a ``campfire model finetune`` output under ``data/models``), else the served model's id;
+    ``"(server default)"`` when none is resolved yet."""
+    if not model:
+        return "(server default)"
+    return model.rstrip("/").rsplit("/", 1)[-1] if model.startswith("/") else model
 

@@ -3,7 +3,11 @@
 - :func:`opt_out`: nothing more is recorded about the member, in every guild (the store enforces
   it), and they get no daily picks; :func:`opt_in` undoes it.
 - :func:`forget`: every row and vector about the member, in every guild, through
-  ``Recommender.forget_user`` (SQL and FAISS together); a member who had opted out stays opted out.
+  ``Recommender.forget_user`` (SQL and FAISS together), gone from the files too (VACUUM, WAL
+  truncated, index files rewritten). Then nothing of theirs is recorded again — not their new
+  activity, not their old messages when others reply or react to them or an old export is
+  re-imported — until :func:`opt_in` (tombstones: ``recsys.storage.privacy``); their forgotten
+  messages stay out even after that.
   Front ends ask for a confirmation first: it is valid for :data:`CONFIRM_WINDOW_S` seconds and
   only the member who asked may give it (:func:`may_confirm`, :func:`confirmation_expired`).
 - :func:`export`: everything stored about the member as one JSON file (gzip-compressed when over
@@ -39,7 +43,8 @@ async def opt_out(app: App, user_id: int) -> None:
 
 
 async def opt_in(app: App, user_id: int) -> None:
-    """Record ``user_id``'s activity again."""
+    """Record ``user_id``'s activity again (also after a :func:`forget`; the messages forgotten then
+    are never recorded again)."""
     await app.store.set_opted_out(user_id, False)
     log.info("member %s opted back in", user_id)
 
@@ -62,14 +67,13 @@ def confirmation_expired(offered_at: float, now: float | None = None) -> bool:
 async def forget(app: App, user_id: int) -> ForgetResult:
     """Delete everything stored about ``user_id`` in every guild: their items (with everyone's
     interactions on them), their interactions, the picks sent to them, their member rows, and every
-    vector of those in SQLite and FAISS. An opt-out survives (deleting the member rows must not
-    switch recording back on)."""
-    was_opted_out = await app.store.is_opted_out(user_id)
+    vector of those in SQLite and FAISS; the database and index files are rewritten so the bytes are
+    gone too. Recording stays off for them until :func:`opt_in` (``ForgetResult.opted_out`` is
+    True): the tombstone left by the forget does that, so no opt-out row has to keep their id on disk.
+    The log line names no member (the operator's logs would keep the id)."""
     counts = await app.recommender.forget_user(user_id)
-    if was_opted_out:
-        await app.store.set_opted_out(user_id, True)
-    log.info("member %s forgotten: %s", user_id, counts)
-    return ForgetResult(counts=dict(counts), opted_out=was_opted_out)
+    log.info("a member was forgotten: %s", counts)
+    return ForgetResult(counts=dict(counts), opted_out=True)
 
 
 def export_bytes(data: dict[str, Any], limit: int) -> tuple[bytes, bool]:

@@ -54,6 +54,16 @@ async def upsert_member(app: App, member: Member) -> bool:
     return True
 
 
+async def threads_to_check(app: App, guild_id: int) -> list[ChannelRecord]:
+    """The guild's threads stored without their type (kind ``thread``, no ``"thread"`` key in the
+    snapshot: recorded before private threads got their own snapshot), as records. The front end
+    looks each up once and records it again, so an old private thread stops having its parent's
+    visibility."""
+    return [ChannelRecord(guild_id=guild_id, id=c["id"], name=c["name"], kind=c["kind"], parent_id=c["parent_id"],
+                          nsfw=c["nsfw"], visibility=c["visibility"])
+            for c in await app.store.channels(guild_id) if c["kind"] == "thread" and "thread" not in c["visibility"]]
+
+
 def message_item(message: MessageRecord, *, text: str | None = None) -> Item:
     """The item for a member's message: its id is the message id, ``parent_item_id`` the message it
     replies to; ``text`` replaces the message's (an edit). NUL and other control characters are

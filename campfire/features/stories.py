@@ -1,11 +1,21 @@
-"""Stories: plan → tell (write and save) → continue / regenerate → rate; the ONE story save.
+"""Stories: plan → tell (write, gate and save) → continue / regenerate → rate; the ONE story save.
 
 Every front end tells a story the same way::
 
-    plan = stories.plan(app, theme, genre=..., length=..., language=...)   # ValueError: bad theme
-    story = await stories.tell(app, plan, requester=member, on_delta=...)  # GeneratorError, ValueError
+    plan = stories.plan(app, theme, genre=..., length=..., language=...)   # ValueError: bad theme;
+                                                                           # StoryDeclined: a language
+                                                                           # the model cannot write
+    story = await stories.tell(app, plan, requester=member, on_delta=..., on_retry=...)
+    # GeneratorError, ValueError; story.rejected / story.notice: shown but not saved
 
-and a button under a stored story becomes ``plan_continue(app, item_id)`` or
+:func:`compose` is the writing half (``campfire story`` uses it alone: nothing saved): the story is
+streamed under a loop guard (``model.loops``), then gated (``model.quality.check_story``: no loop,
+no U+FFFD, the requested language, long enough, ends on a full sentence). A story that fails is
+written once more with stronger penalties (``model.story.Sampling.stronger``; ``on_retry`` lets the
+front end clear what it showed); if that fails too it is shown to the member with a ``notice`` but
+never saved, so it is never recommended (:class:`Drafts` keeps its plan for a Regenerate button).
+
+A button under a stored story becomes ``plan_continue(app, item_id)`` or
 ``plan_regenerate(app, item_id, member_id)`` (:class:`StoryRefused` with a sentence a member can
 read when it is gone or not theirs), then the same :func:`tell`. :func:`save` is the only place a
 story is written: an item of kind ``story`` and its requester's ``requested`` interaction.
@@ -16,22 +26,39 @@ that serve many members (the bot) keep one and ask it before each generation.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from campfire import ops
-from campfire.features.types import Member, RateOutcome, SavedStory, StoryPart, StoryPlan
-from model.story import StoryRequest, continue_story, validate_theme, write_story
+from campfire.features.story_policy import (
+    Drafts,
+    StoryDeclined,
+    check_language,
+    model_languages,
+    rejection_notice,
+)
+from campfire.features.types import ComposedStory, Member, RateOutcome, SavedStory, StoryPart, StoryPlan
+from model.prompts import detect_language
+from model.quality import check_story, min_story_units
+from model.slots import invoke_callback
+from model.story import Sampling, StoryRequest, continue_story, validate_theme, write_story
 
 if TYPE_CHECKING:
     from campfire.app import App
+    from campfire.config import Settings
+    from model.client import GeneratorClient
     from model.story import StoryResult
     from recsys.store import Item
 
+log = logging.getLogger(__name__)
+
 __all__ = [
-    "GENRES", "LENGTHS", "LANGUAGES", "GONE_TEXT", "Cooldowns", "StoryRefused", "StoryRequest",
-    "plan", "plan_continue", "plan_regenerate", "tell", "save", "rate", "get_story",
+    "GENRES", "LENGTHS", "LANGUAGES", "GONE_TEXT", "Cooldowns", "Drafts", "StoryRefused", "StoryDeclined",
+    "StoryRequest", "plan", "plan_continue", "plan_regenerate", "compose", "tell", "save", "rate", "get_story",
+    "model_languages",
 ]
 
 #: The genres ``model.prompts`` knows (it has a Chinese name for each).
@@ -77,9 +104,11 @@ class Cooldowns:
 
 
 # ---- planning --------------------------------------------------------------------------------------
-def plan(app: App, theme: str, *, genre: str = "any", length: str = "short", language: str = "auto") -> StoryPlan:
+def plan(app: App | Storyteller, theme: str, *, genre: str = "any", length: str = "short", language: str = "auto") -> StoryPlan:
     """A new story's plan. Raises ``ValueError`` with a sentence a member can read for an empty or
-    too long theme (``story.max_theme_chars``), or an unknown genre / length / language."""
+    too long theme (``story.max_theme_chars``), or an unknown genre / length / language, and
+    :class:`StoryDeclined` (a ``ValueError``; the sentence is in the member's language) when the
+    served model does not write the story's language (``generator.languages``)."""
     theme = validate_theme(theme, max_chars=app.settings.story.max_theme_chars)
     if genre not in GENRES:
         raise ValueError(f"Unknown genre {genre!r}; choose one of: {', '.join(GENRES)}.")
@@ -87,7 +116,9 @@ def plan(app: App, theme: str, *, genre: str = "any", length: str = "short", lan
         raise ValueError(f"Unknown length {length!r}; choose short, medium or long.")
     if language not in LANGUAGES:
         raise ValueError(f"Unknown language {language!r}; choose auto, en or zh.")
-    return StoryPlan(StoryRequest(theme=theme, genre=genre, length=length, language=language))  # type: ignore[arg-type]
+    request = StoryRequest(theme=theme, genre=genre, length=length, language=language)  # type: ignore[arg-type]
+    check_language(app.settings, request)
+    return StoryPlan(request)
 
 
 def _part(item: Item) -> StoryPart:
@@ -116,20 +147,27 @@ def _request(story: StoryPart, *, continuing: bool) -> StoryRequest:
 
 async def plan_continue(app: App, item_id: int) -> StoryPlan:
     """The next part of story ``item_id`` (anyone may ask). Raises :class:`StoryRefused` when the
-    story is no longer stored."""
+    story is no longer stored, :class:`StoryDeclined` when the model does not write its language."""
     story = await get_story(app, item_id)
     if story is None:
         raise StoryRefused(GONE_TEXT)
-    return StoryPlan(_request(story, continuing=True), previous=story)
+    return _checked(app, StoryPlan(_request(story, continuing=True), previous=story))
 
 
-async def plan_regenerate(app: App, item_id: int, member_id: int) -> StoryPlan:
+async def plan_regenerate(app: App, item_id: int, member_id: int, *, drafts: Drafts | None = None) -> StoryPlan:
     """Story ``item_id`` told again: the same request; a later part continues its parent again.
-    Only its requester may ask. Raises :class:`StoryRefused` when the story (or, for a later part,
-    the part before it) is gone, or ``member_id`` is not the requester."""
+    Only its requester may ask. ``item_id`` not stored but kept in ``drafts`` (a story shown but
+    not saved by the gate) is told again from its kept plan. Raises :class:`StoryRefused` when the
+    story (or, for a later part, the part before it) is gone, or ``member_id`` is not the requester;
+    :class:`StoryDeclined` when the model does not write its language."""
     story = await get_story(app, item_id)
     if story is None:
-        raise StoryRefused(GONE_TEXT)
+        draft = drafts.get(item_id) if drafts is not None else None
+        if draft is None:
+            raise StoryRefused(GONE_TEXT)
+        if member_id != draft[1]:
+            raise StoryRefused(NOT_REQUESTER_TEXT)
+        return _checked(app, draft[0])
     if member_id != story.author_id:
         raise StoryRefused(NOT_REQUESTER_TEXT)
     previous = None
@@ -137,10 +175,81 @@ async def plan_regenerate(app: App, item_id: int, member_id: int) -> StoryPlan:
         previous = await get_story(app, story.parent_id)
         if previous is None:
             raise StoryRefused(PARENT_GONE_TEXT)
-    return StoryPlan(_request(story, continuing=previous is not None), previous=previous)
+    return _checked(app, StoryPlan(_request(story, continuing=previous is not None), previous=previous))
+
+
+def _checked(app: App, plan: StoryPlan) -> StoryPlan:
+    check_language(app.settings, plan.request, plan.previous.text if plan.previous else "")
+    return plan
 
 
 # ---- telling and saving ------------------------------------------------------------------------------
+class Storyteller(Protocol):
+    """What :func:`compose` needs of an :class:`campfire.app.App`: its settings and generator
+    (``campfire story`` passes just these: it saves nothing)."""
+
+    settings: Settings
+    generator: GeneratorClient | None
+
+
+Callback = Callable[..., Awaitable[None] | None]
+
+
+async def _write(app: Storyteller, plan: StoryPlan, *, user: str, sampling: Sampling, **kw: Any) -> StoryResult:
+    previous, story = plan.previous, app.settings.story
+    if previous is None:
+        return await write_story(app.generator, plan.request, story=story, user=user, sampling=sampling, **kw)  # type: ignore[arg-type]
+    return await continue_story(app.generator, previous.title, previous.text, plan.request, story=story,  # type: ignore[arg-type]
+                                user=user, sampling=sampling, **kw)
+
+
+async def compose(
+    app: App | Storyteller,
+    plan: StoryPlan,
+    *,
+    user: str | None = None,
+    on_delta: Callback | None = None,
+    on_queued: Callback | None = None,
+    on_retry: Callback | None = None,
+    max_tokens: int | None = None,
+    gate: bool = True,
+) -> ComposedStory:
+    """Write ``plan``'s story and gate it (see the module docstring); nothing is saved.
+
+    ``on_delta(text)`` gets the raw stream (title line first); ``on_queued(position)`` the queue
+    position while waiting; ``on_retry()`` is called before the second attempt (clear what was
+    shown: the new text streams from its start). ``user``: the requester's id for the generator.
+    ``max_tokens`` overrides the length's budget (the gate's minimum length scales with it).
+    ``gate=False``: one attempt, no gate (benchmarks). Raises :class:`StoryDeclined` (the model does
+    not write the language), :class:`model.errors.GeneratorUnavailable` when there is no generator,
+    the generator's other :class:`model.errors.GeneratorError` subclasses (``EmptyOutput``: str is
+    an apology) and ``ValueError`` (a member-readable sentence) for a bad theme."""
+    from model.errors import GeneratorUnavailable
+
+    if app.generator is None:
+        raise GeneratorUnavailable("The storyteller is not running in this session.")
+    previous = plan.previous
+    language = check_language(app.settings, plan.request, previous.text if previous else "")
+    minimum = min_story_units(plan.request.length, language, max_tokens)
+    sampling, t0 = Sampling.of(app.settings.story), time.perf_counter()
+    kw: dict[str, Any] = {"on_delta": on_delta, "on_queued": on_queued, "max_tokens": max_tokens}
+    for attempt in (1, 2):
+        result = await _write(app, plan, user=user, sampling=sampling, **kw)
+        report = check_story(result.text, result.language, min_units=minimum, title=result.title)
+        if not gate or report.ok or attempt == 2:
+            break
+        log.info("story failed the gate (%s, %d units, finish %s): writing it once more with stronger penalties",
+                 ",".join(report.reasons), report.units, result.finish_reason)
+        await invoke_callback(on_retry)
+        sampling = sampling.stronger()
+    rejected = report.reasons if gate else ()
+    if rejected and result.finish_reason == "loop" and "loop" not in rejected:
+        rejected = ("loop", *rejected)  # what is left is too short because the model looped: say so
+    notice = rejection_notice(rejected, detect_language(plan.request.theme or result.text)) if rejected else None
+    return ComposedStory(result=result, attempts=attempt, rejected=rejected, notice=notice,
+                         total_s=time.perf_counter() - t0)
+
+
 async def tell(
     app: App,
     plan: StoryPlan,
@@ -151,36 +260,38 @@ async def tell(
     url: str | None = None,
     nsfw: bool = False,
     source: str | None = None,
-    on_delta: Callable[[str], Awaitable[None] | None] | None = None,
-    on_queued: Callable[[int], Awaitable[None] | None] | None = None,
+    on_delta: Callback | None = None,
+    on_queued: Callback | None = None,
+    on_retry: Callback | None = None,
     max_tokens: int | None = None,
 ) -> SavedStory:
-    """Write ``plan``'s story (streamed to ``on_delta``, the raw text with its title line;
-    ``on_queued(position)`` while waiting for the generator) and :func:`save` it for ``requester``
-    (whose ``guild_id`` is the story's guild). ``channel_id``, ``message_id`` and ``url`` say where
-    it is shown (a Discord message; None in the console); ``max_tokens`` overrides the length's
-    budget. Raises :class:`model.errors.GeneratorUnavailable` when the app has no generator, the
-    generator's other :class:`model.errors.GeneratorError` subclasses (``EmptyOutput``: str is an
-    apology), and ``ValueError`` (a member-readable sentence) for a bad theme."""
-    from model.errors import GeneratorUnavailable
-
-    if app.generator is None:
-        raise GeneratorUnavailable("The storyteller is not running in this session.")
-    story, user = app.settings.story, str(requester.id)
-    previous = plan.previous
+    """Write ``plan``'s story (:func:`compose`: streamed to ``on_delta``, the raw text with its
+    title line; ``on_queued(position)`` while waiting for the generator; ``on_retry()`` before a
+    second attempt) and, when it passed the quality gate, :func:`save` it for ``requester`` (whose
+    ``guild_id`` is the story's guild). A story that failed the gate twice comes back unsaved with
+    ``rejected`` and ``notice`` set — show it, do not offer it. ``channel_id``, ``message_id`` and
+    ``url`` say where it is shown (a Discord message; None in the console); ``max_tokens``
+    overrides the length's budget. Raises what :func:`compose` raises."""
     try:
-        if previous is None:
-            result = await write_story(app.generator, plan.request, story=story, user=user, on_delta=on_delta,
-                                       on_queued=on_queued, max_tokens=max_tokens)
-        else:
-            result = await continue_story(app.generator, previous.title, previous.text, plan.request, story=story,
-                                          user=user, on_delta=on_delta, on_queued=on_queued, max_tokens=max_tokens)
+        composed = await compose(app, plan, user=str(requester.id), on_delta=on_delta, on_queued=on_queued,
+                                 on_retry=on_retry, max_tokens=max_tokens)
     except Exception as err:
         ops.observe_generation("story", outcome=ops.outcome_of(err))
         raise
-    ops.observe_generation("story", ttft_s=result.ttft_s, total_s=result.total_s, completion_tokens=result.completion_tokens)
-    return await save(app, plan, result, requester=requester, channel_id=channel_id, message_id=message_id, url=url,
-                      nsfw=nsfw, source=source)
+    result = composed.result
+    ops.observe_generation("story", ttft_s=result.ttft_s, total_s=composed.total_s, completion_tokens=result.completion_tokens)
+    if composed.rejected:
+        request, previous = plan.request, plan.previous
+        return SavedStory(
+            item_id=None, saved=False, title=previous.title if previous else result.title, text=result.text,
+            part=plan.part, language=result.language, theme=request.theme, genre=request.genre, length=request.length,
+            completion_tokens=result.completion_tokens, ttft_s=result.ttft_s, total_s=composed.total_s,
+            finish_reason=result.finish_reason, attempts=composed.attempts, rejected=composed.rejected,
+            notice=composed.notice,
+        )
+    story = await save(app, plan, result, requester=requester, channel_id=channel_id, message_id=message_id, url=url,
+                       nsfw=nsfw, source=source)
+    return dataclasses.replace(story, total_s=composed.total_s, attempts=composed.attempts)
 
 
 async def save(
@@ -230,6 +341,7 @@ async def save(
         item_id=item.id if saved else None, saved=saved, title=title, text=result.text, part=plan.part,
         language=result.language, theme=request.theme, genre=request.genre, length=request.length,
         completion_tokens=result.completion_tokens, ttft_s=result.ttft_s, total_s=result.total_s,
+        finish_reason=result.finish_reason,
     )
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from campfire.config import DigestSettings
 
 if TYPE_CHECKING:
-    from model.story import StoryRequest
+    from model.story import StoryRequest, StoryResult
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,22 @@ class GuildSettings:
         )
 
 
+# ---- chat (features/chat.py) ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChatLine:
+    """One message of a conversation as chat reads it (front ends build these from what they see):
+    ``text`` as the model should read it (mentions resolved to names); ``from_bot``: written by
+    Campfire; ``addressed``: a member's message that mentions Campfire; ``reply_to_id``: the message
+    it replies to (None when none); ``author_name``: the display name ('' when unknown)."""
+    id: int
+    author_id: int
+    text: str
+    author_name: str = ""
+    from_bot: bool = False
+    addressed: bool = False
+    reply_to_id: int | None = None
+
+
 # ---- stories (features/stories.py) ---------------------------------------------------------------
 #: What :func:`campfire.features.stories.rate` did: recorded, the story is gone, or the member opted out.
 RateOutcome = Literal["rated", "gone", "opted_out"]
@@ -119,10 +135,29 @@ class StoryPlan:
 
 
 @dataclass(frozen=True)
+class ComposedStory:
+    """A story written and gated but not saved (:func:`campfire.features.stories.compose`):
+    ``result`` the last attempt's ``model.story.StoryResult`` (title, text, language, tokens,
+    ``finish_reason``); ``attempts`` 1 or 2 (the first failed the gate); ``rejected`` the gate's
+    reason codes for ``result`` (empty: it passed); ``notice`` the sentence a member reads when it
+    was rejected (None when it passed); ``total_s`` seconds over all attempts."""
+
+    result: StoryResult
+    attempts: int
+    rejected: tuple[str, ...]
+    notice: str | None
+    total_s: float
+
+
+@dataclass(frozen=True)
 class SavedStory:
-    """A told story. ``item_id`` is None and ``saved`` False when nothing was stored (the requester
-    opted out of recording). ``title`` is the story's title (for a continuation: the first part's),
-    ``shown_title`` adds " (part N)" from part 2. Times in seconds (``ttft_s``: to the first token)."""
+    """A told story. ``item_id`` is None and ``saved`` False when nothing was stored: the requester
+    opted out of recording, or the story failed the quality gate twice (``rejected`` holds the
+    gate's reason codes, ``model.quality.REASON_TEXT``; ``notice`` the sentence shown with it, in
+    the member's language). ``title`` is the story's title (for a continuation: the first part's),
+    ``shown_title`` adds " (part N)" from part 2. Times in seconds (``ttft_s``: to the first token,
+    ``total_s``: all attempts). ``finish_reason``: ``stop`` / ``length`` / ``loop`` (the loop guard
+    closed the stream); ``attempts``: 1, or 2 when the first failed the gate."""
 
     item_id: int | None
     saved: bool
@@ -136,6 +171,10 @@ class SavedStory:
     completion_tokens: int
     ttft_s: float
     total_s: float
+    finish_reason: str = "stop"
+    attempts: int = 1
+    rejected: tuple[str, ...] = ()
+    notice: str | None = None
 
     @property
     def shown_title(self) -> str:
@@ -292,8 +331,9 @@ class ChannelRecord:
 @dataclass(frozen=True)
 class ForgetResult:
     """What ``/privacy forget`` deleted: ``counts`` per table plus ``item_vectors`` /
-    ``interaction_vectors`` (see ``Recommender.forget_user``); ``opted_out`` whether the member stays
-    opted out (they had opted out before)."""
+    ``interaction_vectors`` (see ``Recommender.forget_user``); ``opted_out`` whether recording stays
+    off for the member: True after every forget (nothing of theirs is recorded until ``/privacy
+    optin``; see ``campfire.features.privacy.forget``)."""
 
     counts: dict[str, int]
     opted_out: bool
@@ -315,7 +355,9 @@ class ExportFile:
 class SettingsRequest:
     """What an admin asked to change (None: leave as is). ``time`` is HH:MM text and ``timezone`` an
     IANA name, as typed; ``persona`` "default"/"reset"/"" resets it; ``learn_from`` / ``ignore`` add a
-    channel to one list (removing it from the other); ``learn_everywhere`` clears both lists."""
+    channel to one list (removing it from the other); ``learn_everywhere`` clears both lists.
+    ``channel_persona`` is the persona of ``channel`` (a text channel; its threads inherit it; the
+    same reset words make it speak with the server's persona again)."""
 
     digest_channel_id: int | None = None
     digest_in_dms: bool | None = None
@@ -326,14 +368,19 @@ class SettingsRequest:
     learn_from: int | None = None
     ignore: int | None = None
     learn_everywhere: bool | None = None
+    channel_persona: str | None = None
+    channel: ChannelRecord | None = None
 
 
 @dataclass(frozen=True)
 class SettingsUpdate:
-    """The guild's settings after a change, and the names of the settings that changed (empty: none)."""
+    """The guild's settings after a change, and the names of the settings that changed (empty: none).
+    ``channel_persona``: ``(channel id, persona)`` when a channel's persona was set (persona None:
+    reset to the server's), else None."""
 
     settings: GuildSettings
     changed: tuple[str, ...] = ()
+    channel_persona: tuple[int, str | None] | None = None
 
 
 @dataclass(frozen=True)

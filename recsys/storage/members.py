@@ -1,6 +1,8 @@
 """Members: display names, roles, subscriptions and opt-outs — one part of :class:`recsys.store.Store`.
 
-Opted-out members are never recorded: the other parts ask :meth:`MemberStore.is_opted_out`."""
+Opted-out members are never recorded: the other parts ask :meth:`MemberStore.is_opted_out`. A
+forgotten member (``recsys.storage.privacy``) counts as opted out until they opt in again, and gets
+no member row at all meanwhile (no display name, no roles)."""
 
 from __future__ import annotations
 
@@ -25,22 +27,30 @@ class MemberStore(StoreCore):
         *,
         role_ids: Iterable[int] | None = None,
         is_bot: bool = False,
-    ) -> None:
-        await self.upsert_guild(guild_id)
-        roles = json.dumps(sorted(int(r) for r in role_ids)) if role_ids is not None else None
-        opted = int(await self.is_opted_out(user_id))
-        before = await self._fetchone(
-            "SELECT display_name FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-        )
-        await self._write(
-            "INSERT INTO members (guild_id, user_id, display_name, role_ids, is_bot, opted_out) "
-            "VALUES (?, ?, ?, COALESCE(?, '[]'), ?, ?) ON CONFLICT(guild_id, user_id) DO UPDATE SET "
-            "display_name = CASE WHEN excluded.display_name != '' THEN excluded.display_name ELSE display_name END, "
-            "role_ids = COALESCE(?, role_ids), is_bot = excluded.is_bot",
-            (guild_id, user_id, display_name, roles, int(is_bot), opted, roles),
-        )
+    ) -> bool:
+        """Store a member's display name (an empty one keeps the stored name), roles (None keeps them)
+        and bot flag; an opted-out member's row keeps ``opted_out`` set. Returns False — nothing
+        written — for a forgotten member (``PrivacyStore.is_forgotten``): their row must not come back
+        from a live event or an import until they opt in again."""
+        async with self.transaction():  # the check and the write together: a forget cannot slip between
+            if await self.is_forgotten(user_id):  # type: ignore[attr-defined]
+                return False
+            await self.upsert_guild(guild_id)  # type: ignore[attr-defined]
+            roles = json.dumps(sorted(int(r) for r in role_ids)) if role_ids is not None else None
+            opted = int(await self.is_opted_out(user_id))
+            before = await self._fetchone(
+                "SELECT display_name FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+            await self._write(
+                "INSERT INTO members (guild_id, user_id, display_name, role_ids, is_bot, opted_out) "
+                "VALUES (?, ?, ?, COALESCE(?, '[]'), ?, ?) ON CONFLICT(guild_id, user_id) DO UPDATE SET "
+                "display_name = CASE WHEN excluded.display_name != '' THEN excluded.display_name ELSE display_name END, "
+                "role_ids = COALESCE(?, role_ids), is_bot = excluded.is_bot",
+                (guild_id, user_id, display_name, roles, int(is_bot), opted, roles),
+            )
         if before is None or (display_name and display_name != before[0]):  # a new member or a new name
             self._names_versions[guild_id] = self._names_versions.get(guild_id, 0) + 1
+        return True
 
     def names_version(self, guild_id: int) -> tuple[int, int]:
         """Changes whenever a member of the guild is added or renamed, or anyone is forgotten, through
@@ -98,7 +108,11 @@ class MemberStore(StoreCore):
         return [member_row(r) for r in rows]
 
     async def set_opted_out(self, user_id: int, opted_out: bool = True) -> None:
-        """Opt a user out of (or back into) recording, in every guild."""
+        """Opt a user out of (or back into) recording, in every guild. Opting in also lifts a forgotten
+        member's author tombstone (``PrivacyStore.lift_author_tombstone``; their forgotten messages
+        stay forgotten)."""
+        if not opted_out:
+            await self.lift_author_tombstone(user_id)  # type: ignore[attr-defined]
         await self._write("UPDATE members SET opted_out = ?, subscribed = CASE WHEN ? THEN 0 ELSE subscribed END "
                           "WHERE user_id = ?", (int(opted_out), int(opted_out), user_id))
         if opted_out and not await self._fetchone("SELECT 1 FROM members WHERE user_id = ?", (user_id,)):
@@ -114,8 +128,14 @@ class MemberStore(StoreCore):
             )
 
     async def is_opted_out(self, user_id: int) -> bool:
-        row = await self._fetchone("SELECT 1 FROM members WHERE user_id = ? AND opted_out = 1 LIMIT 1", (user_id,))
-        return row is not None
+        """Whether nothing may be recorded about ``user_id``: they opted out, or were forgotten and
+        have not opted in since."""
+        (out,) = await self._fetchone(
+            "SELECT EXISTS (SELECT 1 FROM members WHERE user_id = ? AND opted_out = 1) "
+            "OR EXISTS (SELECT 1 FROM tombstones WHERE kind = 'author' AND digest = ?)",
+            (user_id, await self.author_digest(user_id)),  # type: ignore[attr-defined]
+        )
+        return bool(out)
 
     async def opted_out_ids(self, guild_id: int) -> set[int]:
         rows = await self._fetchall(

@@ -138,6 +138,21 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE recommendations_sent ADD COLUMN reason_item_id INTEGER;
     CREATE INDEX recommendations_reason_item ON recommendations_sent(reason_item_id);
     """,
+    # 2 -> 3: tombstones of forgotten members and of their messages (recsys/storage/privacy.py), so
+    # nothing of theirs is recorded again: keyed BLAKE2b digests of the ids (never the ids), the key
+    # drawn once per database
+    """
+    CREATE TABLE tombstone_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        key BLOB NOT NULL
+    );
+    INSERT INTO tombstone_key (id, key) VALUES (1, randomblob(32));
+    CREATE TABLE tombstones (
+        kind TEXT NOT NULL CHECK (kind IN ('author', 'message')),
+        digest BLOB NOT NULL,
+        PRIMARY KEY (kind, digest)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

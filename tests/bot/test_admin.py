@@ -20,6 +20,8 @@ def test_campfire_group_needs_manage_guild_and_a_guild():
     assert group.default_permissions == discord.Permissions(manage_guild=True)
     assert group.guild_only
     assert sorted(c.name for c in group.commands) == ["settings", "status"]
+    options = {p.name for p in group.get_command("settings").parameters}
+    assert {"persona", "channel_persona", "persona_channel"} <= options
 
 
 async def test_settings_change_and_show(bot):
@@ -87,3 +89,19 @@ async def test_status_reports_generator_queue_and_indexes(bot):
     down = await h.invoke("campfire status")
     assert {f["name"]: f["value"] for f in down.message["embeds"][0]["fields"]}["Generator"] == "🔴 unavailable"
 
+
+
+async def test_channel_persona_from_settings(bot):
+    h = bot
+    here, other = h.channels[0], h.channels[1]
+    inv = await h.invoke("campfire settings", channel_persona="You are a librarian.", persona_channel=other)
+    assert inv.ephemeral and "Saved" in inv.text and f"<#{other.id}>" in inv.text and "librarian" in inv.text
+    assert (await h.store.get_channel(other.id))["persona"] == "You are a librarian."
+    # without persona_channel: the channel the command is used in
+    await h.invoke("campfire settings", channel_persona="You are a poet.", channel=here)
+    assert (await h.store.get_channel(here.id))["persona"] == "You are a poet."
+    assert (await h.store.get_guild(h.guild.id))["persona"] is None  # the server's persona is untouched
+    reset = await h.invoke("campfire settings", channel_persona="default", persona_channel=other)
+    assert (await h.store.get_channel(other.id))["persona"] is None and "server's persona" in reset.text
+    refused = await h.invoke("campfire settings", persona_channel=other)
+    assert refused.callback_type == 4 and "Nothing was changed" in refused.text

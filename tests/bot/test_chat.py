@@ -35,7 +35,7 @@ def reply_sends(h, channel=None):
 
 
 async def test_mention_gets_a_streamed_reply(bot):
-    bot.fake.reply = " ".join(f"word{i}" for i in range(60)) + "."
+    bot.fake.reply = " ".join(f"Sentence {i} has a few words." for i in range(20))
     bot.fake.chunk_chars = 6
     bot.fake.token_delay_s = 0.01  # ≈ 0.75 s of streaming: several edits at 0.2 s
     question = await bot.post(f"{mention(bot)} tell me something long")
@@ -47,8 +47,8 @@ async def test_mention_gets_a_streamed_reply(bot):
     assert len(edits) >= 2  # it streamed
     assert any(CURSOR in e.payload["content"] for e in edits[:-1])  # partial text shown while writing
     assert bot.sent.contents() == [bot.fake.reply]  # final text, no cursor
-    # the model read the member's words, without the bot's mention, with the member's name
-    assert last_user_turn(bot.fake.requests[-1]) == f"{bot.member.display_name}: tell me something long"
+    # the model read the member's words, without the bot's mention and without a "name:" prefix
+    assert last_user_turn(bot.fake.requests[-1]) == "tell me something long"
     assert bot.fake.requests[-1]["max_tokens"] == bot.settings.chat.max_reply_tokens
 
 
@@ -86,7 +86,7 @@ async def test_history_is_limited_to_history_messages(bot):
     msg = await bot.post(f"{mention(bot)} turn 0")
     for i in range(1, 4):
         reply = bot.state._get_message(bot.sent.sends()[-1].message_id)
-        msg = await bot.post(f"turn {i}", reply_to=reply)
+        await bot.post(f"turn {i}", reply_to=reply)
     turns = [m["content"] for m in bot.fake.requests[-1]["messages"] if m["role"] != "system"]
     assert 2 <= len(turns) <= 3  # at most 2 earlier messages + the new one
     assert turns[-1].endswith("turn 3")
@@ -218,4 +218,69 @@ async def test_typing_is_shown_while_waiting(bot, monkeypatch):
     bot.fake.first_token_delay_s = 0.3
     await bot.post(f"{mention(bot)} think first")
     assert typed and typed[0] == bot.channels[0].id
+    assert bot.sent.contents() == [bot.fake.reply]
+
+
+# --- issue 14: memory where members expect it; no speaking as the member --------------------------
+
+
+async def test_dm_turns_without_replies_are_the_memory(bot):
+    """Five DM turns without Discord's reply feature: the fifth request carries the earlier four
+    exchanges (it used to carry only the system prompt and the last message)."""
+    dm = await bot.dm()
+    said = ["my name is Ana", "I live by the sea", "I keep two cats", "I like tea", "what is my name?"]
+    for i, text in enumerate(said):
+        bot.fake.reply = f"Noted, reply {i}."
+        await bot.post(text, channel=dm)
+    messages = bot.fake.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * 4 + ["user"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == said  # no "name:" prefixes
+    assert messages[2]["content"] == "Noted, reply 0."
+
+
+async def test_a_mention_in_a_channel_remembers_that_members_exchange_only(bot):
+    ana, bob = bot.member, bot.members[1]
+    bot.fake.reply = "Nice to meet you!"
+    await bot.post(f"{mention(bot)} my name is Ana", member=ana)
+    await bot.post("lunch, anyone? my name is Bob by the way", member=bob)
+    await bot.post(f"{mention(bot)} I am Bob and I like soup", member=bob)
+    bot.fake.reply = "You are Ana."
+    await bot.post(f"{mention(bot)} what is my name?", member=ana)
+    users = [m["content"] for m in bot.fake.requests[-1]["messages"] if m["role"] == "user"]
+    assert users == ["my name is Ana", "what is my name?"]
+    roles = [m["role"] for m in bot.fake.requests[-1]["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+
+
+async def test_a_reply_echoing_the_members_name_is_stripped(bot):
+    name = bot.member.display_name
+    bot.fake.reply = f"{name}:\n{name}: Hello! Glad you asked."
+    await bot.post(f"{mention(bot)} hi")
+    assert bot.sent.contents() == ["Hello! Glad you asked."]
+
+
+@pytest.mark.parametrize("bot_settings_overrides", [{"generator": {"max_concurrency": 1}}], indirect=True)
+async def test_chat_goes_before_a_waiting_story_and_shows_its_place(bot):
+    import asyncio
+    from contextlib import aclosing
+
+    client = bot.app.generator
+    bot.fake.first_token_delay_s = 0.5
+
+    async def story(theme: str) -> None:
+        async with aclosing(client.stream_chat([{"role": "user", "content": theme}], max_tokens=32)) as deltas:
+            async for _ in deltas:
+                pass
+
+    running = asyncio.create_task(story("story one"))
+    while client.in_flight == 0:
+        await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(story("story two"))
+    while client.queue_depth < 1:
+        await asyncio.sleep(0.01)
+    await bot.post(f"{mention(bot)} quick question")
+    await asyncio.gather(running, waiting)
+    assert [r["messages"][-1]["content"] for r in bot.fake.requests] == ["story one", "quick question", "story two"]
+    shown = [c.payload["content"] for c in bot.sent.sends()]
+    assert shown == [QUEUE_TEXT.format(position=1)]  # its place in line, then the answer in the same message
     assert bot.sent.contents() == [bot.fake.reply]

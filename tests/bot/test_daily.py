@@ -16,6 +16,7 @@ from bot.cogs.daily import pack
 from campfire.app import App
 from recsys.store import Item, Store
 from tests.bot.harness import snowflake
+from tests.bot.private_threads import answer_thread_members, open_private_thread
 
 TEXTS = [
     "Our community garden needs volunteers this Saturday to plant tomatoes and build the new compost bins.",
@@ -281,3 +282,73 @@ def test_pack_joins_sections_and_cuts_only_oversized_ones():
     assert all(len(p) <= 2000 for p in pieces)
     assert pieces[0] == "a" * 900 + "\n\n" + "b" * 900
     assert "".join(pieces).replace("\n", "").replace(" ", "") == ("a" * 900 + "b" * 900 + "c" * 300 + "word" * 900)
+
+
+# ---- privacy of the daily post (issue 13, items 1 and 2) -------------------------------------------
+SOURDOUGH = [
+    "Bakery news: the sourdough loaf with a long cold proof now comes out at seven, crusty and open.",
+    "Sourdough workshop on Saturday: bring your starter, we practise shaping and scoring loaves.",
+    "The library extended its opening hours on weekends; the reading room is open until nine.",
+]
+SECRET = "PRIVATE note: my sourdough starter recipe, rye flour and honey, do not share it with anyone."
+
+
+async def dm_text(h, member) -> str:
+    dm = await h.dm(member)
+    return "\n".join(s.payload["content"] for s in h.sent.sends(dm.id))
+
+
+@pytest.mark.parametrize("bot_extensions", [("bot.cogs.events", "bot.cogs.daily")])
+async def test_the_daily_dm_never_holds_a_private_thread_for_a_member_not_in_it(bot, monkeypatch):
+    h = bot
+    m0, m1, m2 = h.members
+    answer_thread_members(h, monkeypatch, [m1, m2])  # m0 is not in the thread
+    await h.bot.get_cog("Events").on_guild_available(h.guild)
+    thread = await open_private_thread(h, h.channels[0], owner=m1)
+    for text in SOURDOUGH[:2]:
+        await h.post("Thread only: " + text, channel=thread, member=m1)
+    await h.post(SOURDOUGH[2], member=m1)
+    for m in (m0, m2):
+        await h.post("I bake sourdough bread every weekend and love a crusty open crumb.", member=m)
+        await h.store.set_subscribed(h.guild.id, m.id, True)
+    await h.store.update_guild(h.guild.id, digest_channel_id=None, digest_time="00:00", timezone="UTC")
+    await h.flush()
+    cog = daily_cog(h.bot, FakeClock(next_utc_midnight() + timedelta(hours=1)))
+    [post] = await cog.tick()
+    assert post.where == "dm"
+    assert f"/{thread.id}/" not in await dm_text(h, m0), "a private thread's message in a non-member's DM"
+    assert f"/{thread.id}/" in await dm_text(h, m2)  # its member gets it: the thread was worth picking
+
+
+async def test_a_channel_post_never_quotes_text_from_a_channel_its_readers_cannot_see(bot):
+    """m0 wrote only in a channel nobody else can view: their pick's reason in the public post quotes
+    nothing of it, and no pick comes from there; the same picks by DM may quote it (m0 alone reads)."""
+    from campfire.features import digest
+
+    h = bot
+    g, public, private = h.guild.id, h.channels[0], h.channels[1]
+    m0, _, m2 = h.members
+    await seed(h, tz="UTC", at="00:00")  # m0 and m1 subscribed, #0 public and the digest channel
+    await h.store.upsert_channel(private.id, g, private.name, visibility={"public": False, "members": [m0.id, m2.id]})
+    now = time.time()
+    mine = Item(id=snowflake(), guild_id=g, kind="message", channel_id=private.id, author_id=m0.id,
+                created_at=now - 60, text=SECRET)
+    hidden = Item(id=snowflake(), guild_id=g, kind="message", channel_id=private.id, author_id=m2.id,
+                  created_at=now - 30, text="Only here: my sourdough starter smells of apples, is that normal?")
+    public_items = [Item(id=snowflake(), guild_id=g, kind="message", channel_id=public.id, author_id=m2.id,
+                         created_at=now - 90 - k, text=t) for k, t in enumerate(SOURDOUGH)]
+    await h.recommender.add_items([mine, hidden, *public_items])
+    await h.recommender.record([{"guild_id": g, "member_id": it.author_id, "kind": "authored", "item_id": it.id}
+                                for it in (mine, hidden, *public_items)])
+    await h.recommender.flush()
+    alone = await digest.run(h.app, g, dry_run=True, audience=digest.Audience(None))  # as a DM would be
+    m0_alone = next(mp for mp in alone.picks if mp.member_id == m0.id)
+    assert any("PRIVATE note" in p.reason for p in m0_alone.picks)  # the quote a public post must not carry
+
+    cog = daily_cog(h.bot, FakeClock(next_utc_midnight() + timedelta(hours=1)))
+    [post] = await cog.tick()
+    assert post.where == "channel"
+    content = "\n".join(s.payload["content"] for s in h.sent.sends(public.id))
+    assert f"<@{m0.id}>" in content  # m0 got picks, with reasons
+    assert "PRIVATE note" not in content and "smells of apples" not in content
+    assert f"/{private.id}/" not in content  # no pick from the channel the post's readers cannot all see

@@ -5,9 +5,13 @@ in tests/features/test_recording.py."""
 
 from __future__ import annotations
 
+import discord
 import discord.ext.test as dpytest
 import pytest
 from discord.ext.test import backend as dpy_backend
+
+from tests.bot.harness import snowflake
+from tests.bot.private_threads import answer_thread_members, members_update, open_private_thread
 
 LONG = "Has anyone tried brewing a saison with wild yeast from the garden? Mine turned out tart."
 SHORT = "nice!"
@@ -147,3 +151,98 @@ async def test_reply_keeps_its_parent_when_it_is_replied_to_in_turn(bot):
     await bot.post("And replying again: " + LONG, member=bot.members[2], reply_to=middle)
     await bot.flush()
     assert (await bot.store.get_item(middle.id)).parent_item_id == root.id
+
+
+# ---- private threads (issue 13, item 1) -------------------------------------------------------------
+async def store_members(h) -> None:
+    for m in h.members:
+        await h.store.upsert_member(h.guild.id, m.id, m.display_name, role_ids=[r.id for r in m.roles[1:]])
+
+
+async def test_a_private_thread_is_visible_only_to_its_members_as_they_join_and_leave(bot, monkeypatch):
+    h = bot
+    m0, m1, m2 = h.members
+    roster = [m1]  # what Discord answers when the bot lists the thread's members
+    answer_thread_members(h, monkeypatch, roster)
+    await store_members(h)
+    thread = await open_private_thread(h, h.channels[0], owner=m1)
+    await bot.flush()
+    row = await h.store.get_channel(thread.id)
+    assert row["kind"] == "private_thread" and row["parent_id"] == h.channels[0].id
+    snap = row["visibility"]
+    assert snap["public"] is False and snap["members_known"] is True and snap["members"] == [m1.id]
+
+    async def who_sees() -> set[int]:
+        return {m.id for m in h.members if thread.id in await h.store.visible_channel_ids(h.guild.id, m.id)}
+
+    assert await who_sees() == {m1.id}  # not the parent channel's readers
+    await members_update(h, thread, added=(m2,))
+    await bot.flush()
+    assert await who_sees() == {m1.id, m2.id}
+    await members_update(h, thread, removed=(m2,))
+    await bot.flush()
+    assert await who_sees() == {m1.id}
+
+    # whoever may manage threads in the parent sees private threads too
+    mods = dpy_backend.make_role("mods", h.guild, permissions=discord.Permissions(view_channel=True,
+                                                                                  manage_threads=True).value)
+    await dpytest.add_role(m0, mods)
+    await bot.flush()
+    assert mods.id in (await h.store.get_channel(thread.id))["visibility"]["roles"]
+    assert await who_sees() == {m0.id, m1.id}
+
+
+async def test_a_private_thread_with_unknown_members_is_shown_only_to_its_participants(bot, monkeypatch):
+    h = bot
+    _, m1, m2 = h.members
+    answer_thread_members(h, monkeypatch, None)  # Discord refuses the member list
+    await store_members(h)
+    thread = await open_private_thread(h, h.channels[0], owner=m1)
+    first = await h.post(LONG, channel=thread, member=m1)
+    await h.post("agreed", channel=thread, member=m2, reply_to=first)  # a short reply: m2 took part
+    await bot.flush()
+    snap = (await h.store.get_channel(thread.id))["visibility"]
+    assert snap["public"] is False and snap["members_known"] is False
+
+    async def who_sees() -> set[int]:
+        return {m.id for m in h.members if thread.id in await h.store.visible_channel_ids(h.guild.id, m.id)}
+
+    assert await who_sees() == {m1.id, m2.id}  # its author and its replier, not m0
+    await members_update(h, thread, removed=(m2,))  # seen leaving: no longer, participant or not
+    await bot.flush()
+    assert await who_sees() == {m1.id}
+
+
+async def test_threads_stored_before_the_fix_are_looked_up_once_and_recorded_again(bot, monkeypatch):
+    """A thread stored by an older version has its parent's visibility and no type: when the guild
+    becomes available it is looked up — a private thread gets its own snapshot, one Discord no longer
+    shows becomes private with unknown members (participants only)."""
+    h = bot
+    m0, m1, _ = h.members
+    answer_thread_members(h, monkeypatch, [m1])
+    private_id, gone_id, parent = snowflake(), snowflake(), h.channels[0]
+    for tid in (private_id, gone_id):
+        await h.store.upsert_channel(tid, h.guild.id, "old thread", "thread", parent_id=parent.id,
+                                     visibility={"public": True, "roles": [], "members": [], "denied_members": []})
+    await store_members(h)
+    assert private_id in await h.store.visible_channel_ids(h.guild.id, m0.id)  # the old leak
+
+    async def get_channel(channel_id):
+        if int(channel_id) == gone_id:
+            raise discord.NotFound(type("R", (), {"status": 404, "reason": "Not Found"})(), "Unknown Channel")
+        return {"id": str(private_id), "guild_id": str(h.guild.id), "parent_id": str(parent.id), "type": 12,
+                "owner_id": str(m1.id), "name": "old thread", "message_count": 3, "member_count": 1,
+                "rate_limit_per_user": 0, "flags": 0,
+                "thread_metadata": {"archived": True, "auto_archive_duration": 1440, "locked": False,
+                                    "archive_timestamp": discord.utils.utcnow().isoformat()}}
+
+    monkeypatch.setattr(h.bot.http, "get_channel", get_channel)
+    await h.bot.get_cog("Events").on_guild_available(h.guild)
+    await bot.flush()
+    private, gone = (await h.store.get_channel(private_id)), (await h.store.get_channel(gone_id))
+    assert private["kind"] == gone["kind"] == "private_thread" and private["parent_id"] == gone["parent_id"] == parent.id
+    assert private["visibility"]["members"] == [m1.id] and private["visibility"]["members_known"] is True
+    assert gone["visibility"]["members_known"] is False
+    for tid in (private_id, gone_id):
+        assert tid not in await h.store.visible_channel_ids(h.guild.id, m0.id)
+    assert private_id in await h.store.visible_channel_ids(h.guild.id, m1.id)

@@ -128,3 +128,50 @@ async def test_help_says_what_is_stored_and_how_to_delete_it(bot):
         assert phrase in text
     embed = inv.message["embeds"][0]
     assert all(len(f["value"]) <= 1024 for f in embed["fields"]) and len(embed["fields"]) <= 25
+
+
+LONG = "Has anyone tried brewing a saison with wild yeast from the garden? Mine turned out tart."
+WITH_EVENTS = pytest.mark.parametrize("bot_extensions", [("bot.cogs.privacy", "bot.cogs.events")])
+
+
+@WITH_EVENTS
+async def test_replies_and_reactions_to_a_forgotten_members_message_bring_nothing_back(bot):
+    """Issue 13, item 3 through the gateway: after /privacy forget, another member replies to and
+    reacts to the forgotten member's old message, and their member record is refreshed — nothing of
+    theirs (item, interactions, member row, vectors) reappears."""
+    h = bot
+    a, b, c = h.members
+    old = await h.post(LONG, member=a)
+    await h.react(b, old, "🍺")
+    await h.flush()
+    assert (await h.store.get_item(old.id)).author_id == a.id
+    ask = await h.invoke("privacy forget", member=a)
+    done = await h.click(confirm_buttons(ask.message)[0], ask.message, member=a)
+    assert "Deleted" in done.text
+    reply = await h.post("Wild yeast is always a gamble, " + LONG.lower(), member=b, reply_to=old)
+    await h.react(c, old, "🍞")
+    h.bot.dispatch("member_join", a)  # their member record comes in again (a guild refresh does the same)
+    await h.flush()
+    assert await h.store.get_item(old.id) is None and await h.store.get_member(h.guild.id, a.id) is None
+    assert await rows_about(h, a.id) == 0
+    assert [i for i in await h.store.interactions(h.guild.id) if i.item_id == old.id or i.source_id == old.id] == []
+    assert h.recommender.indexes.get(h.guild.id, "item").vectors([old.id]) == {}
+    assert (await h.store.get_item(reply.id)).author_id == b.id  # the reply is b's own message
+
+
+@WITH_EVENTS
+async def test_messages_deleted_on_discord_in_bulk_leave_store_and_indexes(bot):
+    h = bot
+    msgs = [await h.post(f"{k}: {LONG}", member=h.members[k % 2]) for k in range(3)]
+    await h.react(h.members[2], msgs[0], "🍺")
+    await h.flush()
+    gone = [msgs[0].id, msgs[1].id]
+    h.state.parse_message_delete_bulk({"ids": [str(i) for i in gone], "channel_id": str(h.channels[0].id),
+                                       "guild_id": str(h.guild.id)})
+    await h.flush()
+    assert set(await h.store.get_items([m.id for m in msgs])) == {msgs[2].id}
+    assert [i for i in await h.store.interactions(h.guild.id) if i.item_id in gone] == []
+    assert h.recommender.indexes.get(h.guild.id, "item").vectors(gone) == {}
+    model = h.recommender.embedder.key
+    for owner in ("item", "interaction"):
+        assert h.recommender.stats(h.guild.id)[f"{owner}_vectors"] == await h.store.embedding_count(owner, h.guild.id, model)

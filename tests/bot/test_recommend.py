@@ -11,6 +11,7 @@ import pytest
 
 from recsys.store import Item
 from tests.bot.harness import snowflake
+from tests.bot.private_threads import answer_thread_members, members_update, open_private_thread
 
 PUBLIC = [
     "My sourdough starter finally doubled overnight; a long cold proof gave the loaf an open, glossy crumb.",
@@ -167,3 +168,49 @@ def test_picks_embed_stays_within_discord_limits_for_25_long_picks():
     assert len(embed) <= 6000
     assert all(len(f.name) <= 256 and len(f.value) <= 1024 for f in embed.fields)
     assert all(f.value.endswith(f"[Open](https://example.org/story/{n})") for n, f in enumerate(embed.fields))
+
+
+# ---- private threads (issue 13, item 1) -------------------------------------------------------------
+THREAD_TEXTS = [
+    "Secret thread: our sourdough starter recipe for the bakery contest, rye and a long cold proof.",
+    "Secret thread: sourdough crumb notes, higher hydration gave the loaf a glossy open crumb.",
+]
+GENERAL_TEXTS = [
+    "The 42 bus now leaves ten minutes earlier on weekdays, the new timetable is on the town website.",
+    "Looking for a quiet mechanical keyboard for programming at night, any switch recommendations?",
+    "Baking bread at home: which flour do you buy for a good sandwich loaf?",
+]
+
+
+@pytest.mark.parametrize("bot_extensions", [("bot.cogs.events", "bot.cogs.recommend")])
+async def test_recommend_never_shows_a_private_thread_to_a_member_not_in_it(bot, monkeypatch):
+    """A private thread (type 12) of a public channel, recorded live: its messages reach only its
+    members — as they join and leave — and the live check holds even against a stale stored row."""
+    h = bot
+    m0, m1, _ = h.members
+    roster = [m1]
+    answer_thread_members(h, monkeypatch, roster)
+    await h.bot.get_cog("Events").on_guild_available(h.guild)
+    thread = await open_private_thread(h, h.channels[0], owner=m1)
+    secret = [(await h.post(t, channel=thread, member=m1)).id for t in THREAD_TEXTS]
+    for t in GENERAL_TEXTS:
+        await h.post(t, member=m1)
+    await h.post("I bake sourdough bread every weekend and love a crusty, open-crumb loaf.", member=m0)
+    await h.flush()
+
+    async def picks_for_m0() -> list[int]:
+        inv = await h.invoke("recommend now", member=m0)
+        return pick_ids(inv.message) if inv.message and inv.message.get("components") else []
+
+    outside = await picks_for_m0()
+    assert outside and not set(outside) & set(secret), "a private thread's message for a member not in it"
+    await members_update(h, thread, added=(m0,))  # m0 is added to the thread: now they see it
+    await h.flush()
+    assert set(await picks_for_m0()) & set(secret)
+    await members_update(h, thread, removed=(m0,))
+    await h.flush()
+    assert not set(await picks_for_m0()) & set(secret)
+    # a stale row (a thread stored with its parent's visibility, as before): the live check still refuses
+    await h.store.upsert_channel(thread.id, h.guild.id, thread.name, "thread", parent_id=h.channels[0].id,
+                                 visibility={"public": True})
+    assert not set(await picks_for_m0()) & set(secret)

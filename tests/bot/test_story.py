@@ -135,7 +135,9 @@ async def test_continue_writes_the_next_part_and_regenerate_is_the_requesters(bo
     inv = await tell(h)
     sid = story_id(inv.message)
 
-    h.fake.reply = "Part Two\nThe next morning the lantern was lit again. Nobody knew who had lit it."
+    h.fake.reply = ("Part Two\nThe next morning the lantern was lit again. Nobody knew who had lit it, and nobody "
+                    "had seen anyone on the pier. Mei found a folded umbrella on the bottom step, dry despite the "
+                    "storm, with a note inside that thanked her for the light.")
     more = await h.click(f"campfire:story:more:{sid}", inv.message, member=h.members[1])
     assert more.callback_type == 5
     part2 = more.message
@@ -148,10 +150,44 @@ async def test_continue_writes_the_next_part_and_regenerate_is_the_requesters(bo
     assert refused.ephemeral and "Only the member who asked" in refused.text
     assert h.fake.requests_started == 2
 
-    h.fake.reply = "Another Telling\nThe rain stopped just as they met. They both laughed."
+    h.fake.reply = ("Another Telling\nThe rain stopped just as they met under the station clock. They both laughed, "
+                    "shook the water from their coats and shared the last bench on the platform. By the time the "
+                    "train came they had traded names, umbrellas and a promise to meet again.")
     again = await h.click(f"campfire:story:again:{sid}", inv.message, member=h.members[0])
     assert story_id(again.message) not in (sid, sid2)
     assert again.message["embeds"][0]["title"] == "Another Telling"
+
+
+async def test_a_story_failing_the_gate_twice_is_shown_with_its_notice_and_only_regenerate(bot):
+    """Nothing is stored for it, so nothing recommends it; its Regenerate (keyed by the message id)
+    tells it again for its requester."""
+    h = bot
+    h.fake.reply = "The Lantern Keeper\n" + "Likes: 1\n" * 40
+    inv = await h.invoke("story", theme="a chance meeting on a rainy day")
+    msg = inv.message
+    assert h.fake.requests_started == 2  # written once more with stronger penalties
+    assert msg["content"].startswith("⚠️ This story did not come out well") and "Regenerate" in msg["content"]
+    assert "did not pass the quality check" in msg["embeds"][-1]["footer"]["text"]
+    assert "Likes: 1\nLikes: 1" not in msg["embeds"][0]["description"]  # the loop is cut from what is shown
+    assert buttons(msg) == [f"campfire:story:again:{msg['id']}"]
+    assert await h.store.items(h.guild.id, kind="story") == []
+
+    refused = await h.click(f"campfire:story:again:{msg['id']}", msg, member=h.members[1])
+    assert refused.ephemeral and "Only the member who asked" in refused.text
+    h.fake.reply = STORY
+    again = await h.click(f"campfire:story:again:{msg['id']}", msg, member=h.member)
+    item = await h.store.get_item(story_id(again.message))
+    assert item.kind == "story" and item.title == "The Lantern Keeper" and item.meta["theme"] == "a chance meeting on a rainy day"
+
+
+@pytest.mark.parametrize("bot_settings_overrides", [{"story": {"cooldown_s": 600}}], indirect=True)
+async def test_chinese_for_an_english_only_model_is_declined_in_chinese_before_any_generation(bot):
+    h = bot
+    inv = await h.invoke("story", theme="雨天的一次偶遇")
+    assert inv.callback_type == 4 and inv.ephemeral
+    assert "写不好中文" in inv.text and "generator.languages" in inv.text
+    assert h.fake.requests_started == 0 and await h.store.items(h.guild.id, kind="story") == []
+    assert story_id((await tell(h)).message)  # no cooldown turn was used
 
 
 @pytest.mark.parametrize("theme", ["   ", "x" * 301])
@@ -254,9 +290,9 @@ def bot_user():
 @pytest.mark.slow
 async def test_story_on_the_real_model(real_bot):
     h = real_bot
-    # a short story, cut shorter still (40 tokens): this 2-core CPU is shared, and the session
+    # a short story, cut shorter still (96 tokens): this 2-core CPU is shared, and the session
     # server's client gives a whole generation generator.request_timeout_s (120 s)
-    h.bot.get_cog("Story").max_tokens = 40
+    h.bot.get_cog("Story").max_tokens = 96
     inv = await h.invoke("story", theme="a chance meeting on a rainy day", length="short", timeout_s=300)
     assert inv.callback_type == 5
     msg = inv.message

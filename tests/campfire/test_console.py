@@ -8,9 +8,11 @@ The console reads a piped stdin line by line (``io.StringIO`` stands in for the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -79,7 +81,7 @@ async def test_chat_turn_and_story_on_the_real_model(app: App):
         "/rate down\n"  # the same rating again changes nothing
         "/quit\n"
         "this line comes after /quit and is never read\n",
-        max_story_tokens=24,
+        max_story_tokens=64,  # below ~32 tokens the quality gate rejects many stories as too short
     )
     assert code == 0, out
     assert errors(out) == []
@@ -90,7 +92,7 @@ async def test_chat_turn_and_story_on_the_real_model(app: App):
     story_stats = re.search(r"\[story: TTFT (\d+\.\d+) s · (\d+\.\d) tokens/s · (\d+) tokens", out)
     assert chat_stats and story_stats, out
     assert 0 < int(chat_stats.group(3)) <= 24 + 2  # max_reply_tokens (token counts may differ by a couple)
-    assert 0 < int(story_stats.group(3)) <= 24
+    assert 0 < int(story_stats.group(3)) <= 64
     assert "2 generations: mean TTFT" in out
     # the reply text streamed between the command and its stats line
     reply = out.split("campfire> Hello! Which command lists the files in a folder?\n", 1)[1].split("[chat:", 1)[0]
@@ -231,3 +233,91 @@ def test_terminal_output_uses_rich_tables_and_streams():
     assert "Once upon a [time]\n" in text
     assert "picks for ada" in text and "┃ #" in text and "Kill [682]" in text
     assert "chat: TTFT 0.10 s" in text and "usage: /rate up|down" in text
+
+
+# ---- Ctrl-C (issue 13, item 15): a real SIGINT while the fake generator streams slowly ----------
+@pytest.fixture
+async def fake_app(make_settings, embedder, fake_openai):
+    """An app on a fresh data dir whose generator is the loopback fake (no model to load)."""
+    from model.client import GeneratorClient
+    from model.tokens import TokenCounter
+    from recsys.service import Recommender
+    from recsys.store import Store
+
+    settings = make_settings(story={"cooldown_s": 0}, generator={"url": fake_openai.url})
+    client = GeneratorClient(fake_openai.url, api_key=None, model=fake_openai.model, settings=settings.generator)
+    store = await Store.open(settings.db_path)
+    recommender = Recommender(store, embedder, settings)
+    await recommender.start()
+    try:
+        yield App(settings=settings, store=store, recommender=recommender, generator=client, counter=TokenCounter(None))
+    finally:
+        await recommender.aclose()
+        await store.close()
+        await client.aclose()
+
+
+class _CtrlC(PlainOutput):
+    """Plain output that presses Ctrl-C — a real SIGINT to this process — once the story has
+    streamed ``after`` characters, and again ``again_s`` seconds after it was stopped."""
+
+    def __init__(self, after: int, again_s: float | None = None):
+        super().__init__(io.StringIO())
+        self.after, self.again_s, self.streamed, self.sent = after, again_s, 0, 0
+
+    def delta(self, text: str) -> None:
+        super().delta(text)
+        self.streamed += len(text)
+        if self.streamed >= self.after and not self.sent:
+            self.sent += 1
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def info(self, text: str) -> None:
+        super().info(text)
+        if text.startswith("⏹ stopped") and self.again_s is not None:  # Ctrl-C at the prompt
+            self.sent += 1
+            asyncio.get_running_loop().call_later(self.again_s, os.kill, os.getpid(), signal.SIGINT)
+
+
+async def _run_with_sigint_guard(app: App, out: PlainOutput, stdin) -> tuple[int, list[int]]:
+    """``run_console`` with a fallback SIGINT handler installed, so that a SIGINT the console does
+    not take is recorded (and the test fails) instead of interrupting pytest."""
+    stray: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: stray.append(1))
+    try:
+        code = await asyncio.wait_for(run_console(app, out=out, stdin=stdin), 60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return code, stray
+
+
+STORY = "The Keeper's Cat\n\n" + "The cat watched the lamp turn over the dark sea. " * 40
+
+
+async def test_ctrl_c_stops_the_story_and_the_session_goes_on(fake_app: App, fake_openai):
+    fake_openai.reply, fake_openai.chunk_chars, fake_openai.token_delay_s = STORY, 8, 0.02  # ≈ 5 s in all
+    out = _CtrlC(after=60)
+    code, stray = await _run_with_sigint_guard(fake_app, out, io.StringIO("/story a lighthouse keeper's cat\n/help\n"))
+    text = out.stream.getvalue()
+    assert stray == [] and out.sent == 1
+    assert code == 0, text  # the session went on and ended at the end of input
+    shown = text.split("campfire> /story a lighthouse keeper's cat\n", 1)[1].split("⏹ stopped", 1)[0]
+    assert "The cat watched" in shown and len(shown) < len(STORY) / 2  # what was written, cut short
+    assert "⏹ stopped: nothing of it was saved" in text and "saved story" not in text
+    assert "campfire> /help" in text and "Type a message to chat" in text  # the next command ran
+    assert await fake_app.store.count("items") == 0 and await fake_app.store.count("interactions") == 0
+
+
+async def test_second_ctrl_c_quits(fake_app: App, fake_openai):
+    fake_openai.reply, fake_openai.chunk_chars, fake_openai.token_delay_s = STORY, 8, 0.02
+    read, write = os.pipe()  # a terminal-like stdin: the session waits for a line that never comes
+    os.write(write, b"/story a lighthouse keeper's cat\n")
+    stdin = os.fdopen(read, "r")
+    out = _CtrlC(after=60, again_s=0.3)
+    try:
+        code, stray = await _run_with_sigint_guard(fake_app, out, stdin)
+    finally:
+        os.close(write)  # the reader thread sees end of input and ends
+    assert stray == [] and out.sent == 2
+    assert code == 130, out.stream.getvalue()
+    assert await fake_app.store.count("items") == 0

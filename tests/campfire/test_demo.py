@@ -48,7 +48,7 @@ def test_make_demo_session(real_generator, prepared_model: Path, tmp_path: Path)
     )
     venv = Path(sys.executable).parent.parent
     cmd = ["make", "--no-print-directory", "demo-session", f"VENV={venv}", f"DATA_DIR={data_dir}",
-           "DEMO_FLAGS=--max-story-tokens 32 --max-reply-tokens 32"]
+           "DEMO_FLAGS=--max-story-tokens 64 --max-reply-tokens 32"]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = run.stdout
     assert run.returncode == 0, f"{out}\n{run.stderr[-3000:]}"
@@ -64,13 +64,15 @@ def test_make_demo_session(real_generator, prepared_model: Path, tmp_path: Path)
         assert f"campfire> {line}" in out
     assert re.search(r"ready in [\d.]+ s: embedder [\d.]+ s, indexes [\d.]+ s, generator http://127\.0\.0\.1:\d+/v1 \(external, connected in [\d.]+ s\)", out)
     assert len(re.findall(r"^\[chat: TTFT [\d.]+ s · [\d.]+ tokens/s · \d+ tokens in [\d.]+ s\]$", out, re.M)) == 1
-    assert len(re.findall(r"^\[story: TTFT [\d.]+ s · [\d.]+ tokens/s · \d+ tokens in [\d.]+ s\]$", out, re.M)) == 2
-    assert len(re.findall(r"^saved story #\d+: .* \((en|zh)\); /rate up\|down$", out, re.M)) == 2
-    assert re.search(r"\(zh\); /rate", out)  # the second story was asked for in Chinese
+    # the English story is written (two tries at most: the quality gate may retry once) and saved
+    assert 1 <= len(re.findall(r"^\[story: TTFT [\d.]+ s · [\d.]+ tokens/s · \d+ tokens in [\d.]+ s\]$", out, re.M)) <= 2
+    assert len(re.findall(r"^saved story #\d+: .* \(en\); /rate up\|down$", out, re.M)) == 1
+    # the packaged model is English-only: the Chinese story is declined honestly, in Chinese, not written
+    assert "写不好中文" in out and not re.search(r"\(zh\); /rate", out)
     assert len(re.findall(r"^picks for \S+ \(\d+ ms\)$", out, re.M)) == 3
     digest = re.search(r"digest \d{4}-\d\d-\d\d \(dry run, nothing sent\): (\d+) members, (\d+) picks", out)
     assert digest and int(digest.group(1)) >= 20, out
-    assert "3 generations: mean TTFT" in out
+    assert re.search(r"[23] generations: mean TTFT", out)  # chat + the English story (a retry counts too)
 
     # re-running the import changes nothing (make demo is re-runnable)
     again = subprocess.run(

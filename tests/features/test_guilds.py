@@ -110,3 +110,49 @@ async def test_status_without_a_generator(offline_app):
     await offline_app.store.update_guild(GUILD, last_digest_date="2026-01-02")
     st = await guilds.status(offline_app, GUILD)
     assert st.healthy is None and st.last_digest_date == "2026-01-02"
+
+
+# --- issue 14: a channel's persona from /campfire settings -------------------------------------------
+
+
+def _channel(cid: int, kind: str = "text", parent: int | None = None):
+    from campfire.features.types import ChannelRecord
+
+    return ChannelRecord(guild_id=GUILD, id=cid, name=f"c{cid}", kind=kind, parent_id=parent,
+                         visibility={"public": False, "roles": [77], "members": [], "denied_members": []})
+
+
+async def test_channel_persona_is_set_inherited_by_threads_and_reset(offline_app):
+    from campfire.features import chat
+
+    app = offline_app
+    await guilds.update_settings(app, GUILD, SettingsRequest(persona="You are a pirate."))
+    up = await guilds.update_settings(app, GUILD, SettingsRequest(channel_persona="  You are a librarian. ",
+                                                                  channel=_channel(C1)))
+    assert up.changed == ("channel_persona",) and up.channel_persona == (C1, "You are a librarian.")
+    stored = await app.store.get_channel(C1)
+    assert stored["persona"] == "You are a librarian."
+    assert stored["visibility"]["public"] is False  # a new row keeps the channel's real visibility
+    assert await chat.persona(app, guild_id=GUILD, channel_id=C1) == "You are a librarian."
+    assert await chat.persona(app, guild_id=GUILD, channel_id=C3, parent_id=C1) == "You are a librarian."  # a thread
+    assert await chat.persona(app, guild_id=GUILD, channel_id=C2) == "You are a pirate."
+    reset = await guilds.update_settings(app, GUILD, SettingsRequest(channel_persona="default", channel=_channel(C1)))
+    assert reset.channel_persona == (C1, None)
+    assert await chat.persona(app, guild_id=GUILD, channel_id=C3, parent_id=C1) == "You are a pirate."
+
+
+@pytest.mark.parametrize(
+    ("request_", "says"),
+    [
+        (SettingsRequest(channel_persona="You are a poet."), "which channel"),
+        (SettingsRequest(channel=_channel(C1)), "Give the channel persona"),
+        (SettingsRequest(channel_persona="x" * 1001, channel=_channel(C1)), "1000"),
+        (SettingsRequest(channel_persona="You are a poet.", channel=_channel(C3, "thread", C1)), "Threads"),
+    ],
+)
+async def test_bad_channel_persona_requests_change_nothing(offline_app, request_, says):
+    app = offline_app
+    with pytest.raises(ValueError, match=says):
+        await guilds.update_settings(app, GUILD, replace(request_, nsfw_allowed=True))
+    assert not (await guilds.load_settings(app, GUILD)).nsfw_allowed
+    assert await app.store.get_channel(C1) is None

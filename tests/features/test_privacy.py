@@ -53,7 +53,8 @@ async def test_forget_leaves_no_rows_or_vectors_and_keeps_others_data(app):
     mine = await seed(app)
     before = app.recommender.stats(GUILD)
     result = await privacy.forget(app, A)
-    assert not result.opted_out and result.counts["item_vectors"] == 2
+    # recording stays off until /privacy optin (tests/features/test_forget.py)
+    assert result.opted_out and result.counts["item_vectors"] == 2
     assert await rows_about(app, A) == 0
     assert await app.store.get_items(mine[A]) == {}
     assert all(i.member_id != A and i.item_id not in mine[A] for i in await app.store.interactions(GUILD))

@@ -167,7 +167,7 @@ async def test_forget_and_unrate_leave_faiss_equal_to_sql(app, recorder):
     await assert_faiss_matches_sql(app)
 
     result = await privacy.forget(app, ALICE.id)
-    assert result.counts["item_vectors"] == 1 and not result.opted_out
+    assert result.counts["item_vectors"] == 1 and result.opted_out
     assert await app.store.get_item(mine.id) is None
     assert all(i.member_id != ALICE.id and i.item_id != mine.id for i in await app.store.interactions(GUILD))
     assert await assert_faiss_matches_sql(app) == {"item": 1, "interaction": 2}  # Bob's authored, Carol's 👎

@@ -19,6 +19,12 @@ STORY = (
     "A stranger with a broken umbrella asked her the way to the lighthouse. "
     "At the top of the stairs he turned, smiled, and was gone."
 )
+PART_TWO = (
+    "Part Two\nThe next morning the lantern was lit again, though nobody had climbed the pier. "
+    "Mei found a folded umbrella on the bottom step, dry despite the storm. "
+    "Inside it was a note in careful handwriting that thanked her for the light. "
+    "She kept it, and every evening after that she lit one lantern more."
+)
 THEME = "a chance meeting on a rainy day"
 GUILD = 7001
 MEI, ADA, BOB = (Member(guild_id=GUILD, id=n, name=name) for n, name in ((11, "Mei"), (12, "Ada"), (13, "Bob")))
@@ -80,7 +86,7 @@ async def test_continue_writes_the_next_part_for_whoever_asks(app, app_fake):
     plan = await stories.plan_continue(app, first.item_id)
     assert plan.part == 2 and plan.heading == "The Lantern Keeper (part 2)"
     assert plan.request.theme == THEME and plan.request.language == "en"  # the language it came out in
-    second = await tell(app, app_fake, ADA, plan=plan, reply="Part Two\nThe next morning the lantern was lit again.")
+    second = await tell(app, app_fake, ADA, plan=plan, reply=PART_TWO)
     assert "Mei lit the last lantern" in str(app_fake.requests[-1]["messages"])  # the prompt carried part 1
     assert second.part == 2 and second.title == "The Lantern Keeper"  # the part's own title is dropped
     assert second.shown_title == "The Lantern Keeper (part 2)"
@@ -189,7 +195,7 @@ async def test_console_story_and_rate_go_through_the_feature(app, app_fake):
 
 @pytest.mark.slow
 async def test_a_story_on_the_real_model_is_saved_and_embedded(real_app):
-    story = await stories.tell(real_app, stories.plan(real_app, THEME), requester=MEI, max_tokens=32)
+    story = await stories.tell(real_app, stories.plan(real_app, THEME), requester=MEI, max_tokens=64)
     assert story.saved and story.title.strip() and len(story.text.split()) >= 3
     item = await real_app.store.get_item(story.item_id)
     assert item.kind == "story" and item.text == story.text
@@ -197,3 +203,107 @@ async def test_a_story_on_the_real_model_is_saved_and_embedded(real_app):
     await real_app.recommender.flush()
     vectors = await real_app.store.embeddings_for("item", [item.id], real_app.recommender.embedder.key)
     assert vectors[item.id].shape == (384,)
+
+
+# ---- loops, the quality gate, language honesty (issue 14) ----------------------------------------
+LOOPING = STORY + "\nLikes: 1" * 40  # a good story, then the default model's "Likes: 1" loop
+
+
+async def test_a_loop_closes_the_stream_early_and_is_cut_from_the_saved_story(app, app_fake):
+    deltas: list[str] = []
+    story = await tell(app, app_fake, reply=LOOPING, on_delta=deltas.append)
+    streamed = "".join(deltas)
+    assert len(streamed) < len(LOOPING) // 2  # the stream was closed at the third "Likes: 1"
+    assert story.saved and story.finish_reason == "loop" and story.attempts == 1
+    assert story.text.endswith("and was gone.") and "Likes" not in story.text
+    assert (await app.store.get_item(story.item_id)).text == story.text
+    assert app_fake.requests_started == 1
+
+
+async def test_a_story_that_fails_the_gate_is_written_once_more_with_stronger_penalties(app, app_fake):
+    retries: list[str] = []
+
+    def on_delta(delta: str) -> None:  # the first attempt loops at once; the next request gets a good story
+        app_fake.reply = STORY
+
+    story = await tell(app, app_fake, reply="The Lantern Keeper\n" + "Likes: 1\n" * 40, on_delta=on_delta,
+                       on_retry=lambda: retries.append("retry"))
+    assert retries == ["retry"] and story.attempts == 2 and story.saved and not story.rejected
+    assert story.text.startswith("Rain fell") and story.notice is None
+    first, second = app_fake.requests
+    assert second["frequency_penalty"] > first.get("frequency_penalty", 0.0)
+    assert second["temperature"] <= first["temperature"]
+    for name, neutral in (("presence_penalty", 0.0), ("repetition_penalty", 1.0)):
+        if name in second:  # sent once the client passes it on (the server honours it per request)
+            assert second[name] > first.get(name, neutral)
+    assert [i.kind for i in await app.store.items(GUILD, kind="story")] == ["story"]
+
+
+async def test_a_story_that_fails_twice_is_shown_honestly_but_never_saved(app, app_fake):
+    drafts = stories.Drafts()
+    plan = stories.plan(app, THEME)
+    story = await tell(app, app_fake, reply="The Lantern Keeper\nRain fell on the pier and", plan=plan)
+    assert not story.saved and story.item_id is None and story.attempts == 2
+    assert story.rejected == ("too_short", "unfinished") and story.text == "Rain fell on the pier and"
+    assert story.notice.startswith("⚠️ This story did not come out well") and "Regenerate" in story.notice
+    assert await app.store.items(GUILD, kind="story") == [] and await app.store.interactions(GUILD) == []
+    # its Regenerate works from the kept plan — for its requester only
+    drafts.remember(555, plan, MEI.id)
+    assert await stories.plan_regenerate(app, 555, MEI.id, drafts=drafts) == plan
+    with pytest.raises(stories.StoryRefused, match="Only the member who asked"):
+        await stories.plan_regenerate(app, 555, ADA.id, drafts=drafts)
+    with pytest.raises(stories.StoryRefused, match="no longer stored"):
+        await stories.plan_regenerate(app, 556, MEI.id, drafts=drafts)
+
+
+MULTILINGUAL = [{"generator": {"languages": ["en", "zh"]}}]  # a model prepared for Chinese too
+
+
+@pytest.mark.parametrize("app_settings_overrides", MULTILINGUAL)
+async def test_a_rejected_chinese_request_gets_a_chinese_notice(app, app_fake):
+    story = await tell(app, app_fake, reply="灯塔\n" + "茧" * 200, plan=stories.plan(app, "雨天的一次偶遇"))
+    assert story.rejected and "loop" in story.rejected and story.language == "zh"
+    assert story.notice.startswith("⚠️ 这个故事写得不好") and "内容不断重复" in story.notice
+    assert "茧茧" not in story.text
+
+
+def test_chinese_to_an_english_only_model_is_declined_in_the_members_language(app, app_fake):
+    assert stories.model_languages(app.settings) == ("en",)  # the packaged SmolLM2's default
+    with pytest.raises(stories.StoryDeclined) as zh:
+        stories.plan(app, "雨天的一次偶遇")
+    assert zh.value.language == "zh" and "写不好中文" in str(zh.value) and "generator.languages" in str(zh.value)
+    with pytest.raises(stories.StoryDeclined) as en:
+        stories.plan(app, "a chance meeting on a rainy day", language="zh")  # an English speaker asking for Chinese
+    assert "cannot write Chinese well" in str(en.value) and "README" in str(en.value)
+    assert isinstance(en.value, ValueError)  # front ends show it like any refused request
+    assert app_fake.requests_started == 0
+
+
+@pytest.mark.parametrize("app_settings_overrides", MULTILINGUAL)
+async def test_a_chinese_story_cannot_be_continued_on_an_english_only_model(app, app_fake, monkeypatch):
+    zh = "灯塔\n" + "雨下了一整天。小美撑着伞走到车站，一位老人站在屋檐下发抖。她把伞递给老人，自己跑进了雨里。" * 2
+    first = await tell(app, app_fake, reply=zh, plan=stories.plan(app, "雨天的一次偶遇"))
+    assert first.saved and first.language == "zh"
+    monkeypatch.setattr(app.settings.generator, "languages", ["en"])  # the admin switched back to SmolLM2
+    with pytest.raises(stories.StoryDeclined, match="写不好中文"):
+        await stories.plan_continue(app, first.item_id)
+
+
+async def test_console_shows_a_declined_or_rejected_story_honestly_and_saves_nothing(app, app_fake):
+    import io
+
+    from campfire.cmd_console import run_console
+    from campfire.console import PlainOutput
+
+    app_fake.reply = "The Lantern Keeper\n" + "Likes: 1\n" * 40
+    buf = io.StringIO()
+    script = f"/story {THEME}\n/story 雨天的一次偶遇\n/rate up\n"
+    assert await run_console(app, out=PlainOutput(buf), stdin=io.StringIO(script)) == 0
+    out = buf.getvalue()
+    assert "writing it once more with stronger repetition penalties" in out
+    assert "⚠️ This story did not come out well (it kept repeating itself, it came out too short" in out
+    assert "saved story" not in out
+    assert "抱歉，这个服务器的故事模型写不好中文" in out and "\n! 抱歉" not in out  # an answer, not an error
+    assert "no story to rate yet" in out  # nothing was saved to rate
+    assert app_fake.requests_started == 2  # two attempts for the first; none for the declined one
+    assert await app.store.items(1, kind="story") == []

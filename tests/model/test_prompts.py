@@ -46,7 +46,7 @@ def test_history_trimming_keeps_system_and_last_turn_under_a_tiny_budget(counter
     messages = build_chat_messages(system, turns, budget_tokens=10, counter=counter)
     assert messages == [
         {"role": "system", "content": system},
-        {"role": "user", "content": "bob: What time is the meetup?"},
+        {"role": "user", "content": "What time is the meetup?"},  # no "bob:" prefix for the model to copy
     ]
 
 
@@ -166,5 +166,103 @@ async def test_chat_message_controls_are_stripped_before_the_generator(fake_open
     assert reply
     sent = fake_openai.requests[-1]["messages"]
     assert all("\x00" not in m["content"] and "\x1b" not in m["content"] and "\x07" not in m["content"] for m in sent)
-    assert sent[-1]["content"] == "bob: hello there\n\tfriend"
+    assert sent[-1]["content"] == "hello there\n\tfriend"
     assert sent[0]["content"].startswith("Be kind.\n")
+
+
+# --- issue 14: chat replies end on a complete sentence, never in the member's voice, never loop -------
+
+
+def _gate_run(text: str, *, complete: bool, names=("Eager_vole779",), step: int = 3) -> tuple[list[str], object]:
+    """Feed ``text`` to a SentenceGate in ``step``-character deltas; returns (pieces let out, gate)."""
+    from model.chat import SentenceGate
+
+    gate = SentenceGate(names)
+    pieces = []
+    for i in range(0, len(text), step):
+        pieces.append(gate.feed(text[i : i + step]))
+        if gate.stopped:
+            break
+    pieces.append(gate.finish(complete=complete))
+    assert "".join(pieces) == gate.text  # what is let out is never taken back
+    return [p for p in pieces if p], gate
+
+
+def test_gate_at_the_cap_keeps_only_complete_sentences():
+    pieces, gate = _gate_run("Run lsb_release -a in a terminal. It prints the version, e.g. Ubuntu 22.04. "
+                             "Then you can check the", complete=False)
+    assert gate.text == "Run lsb_release -a in a terminal. It prints the version, e.g. Ubuntu 22.04."
+    assert len(pieces) == 2 and gate.trimmed
+    _, gate = _gate_run("你可以运行 lsb_release -a。它会显示版本号！然后", complete=False)
+    assert gate.text == "你可以运行 lsb_release -a。它会显示版本号！"
+    # a list's numbers, decimals and code do not end sentences
+    _, gate = _gate_run("Steps:\n1. Open a terminal\n2. Type `python3 -c 'print(3.14)'`\n```\nx = 1. \n```\nand", complete=False)
+    assert gate.text == ""
+
+
+def test_gate_lets_the_tail_out_when_the_model_ends_on_its_own():
+    pieces, gate = _gate_run("Sure! Here is a thought. Have fun 🎉", complete=True)
+    assert pieces == ["Sure!", " Here is a thought.", " Have fun 🎉"] and not gate.trimmed
+
+
+def test_gate_strips_a_name_echo_and_stops_at_a_members_line():
+    _, gate = _gate_run("Eager_vole779:\nEager_vole779: Hello there. How can I help?", complete=True)
+    assert gate.text == "Hello there. How can I help?"
+    _, gate = _gate_run("**Campfire**: Hi! Nice to meet you.", complete=True)
+    assert gate.text == "Hi! Nice to meet you."
+    _, gate = _gate_run("Happy to help with that.\neager_VOLE779: thanks! and what about", complete=False)
+    assert gate.text == "Happy to help with that." and gate.stopped == "echo"
+    _, gate = _gate_run("Eager beavers build dams. They are busy.", complete=True)  # a name's start is not an echo
+    assert gate.text == "Eager beavers build dams. They are busy."
+
+
+def test_gate_ends_a_loop_before_it_is_shown():
+    _, gate = _gate_run("Suffer, but often used, as a constant reminder. " * 8, complete=False)
+    assert gate.text == "Suffer, but often used, as a constant reminder." and gate.stopped == "loop"
+    _, gate = _gate_run("Here you go!\n" + "Likes: 1\n" * 30, complete=True)
+    assert gate.text == "Here you go!" and gate.stopped == "loop"
+    _, gate = _gate_run("好的。将累疯疯疯疯疯疯疯疯", complete=False)
+    assert gate.text == "好的。" and gate.stopped == "loop"
+    # code blocks may repeat lines: not a loop
+    code = "```bash\nsudo apt update\n```\n"
+    _, gate = _gate_run(f"First update. {code}Then again. {code}And once more. {code}Done.", complete=True)
+    assert gate.stopped is None and gate.text.endswith("Done.") and gate.text.count("sudo apt update") == 3
+
+
+def test_system_prompt_budgets_the_reply_and_names_nobody():
+    from model.prompts import reply_word_budget
+
+    assert reply_word_budget(256) == 110 and reply_word_budget(8) == 10
+    system = system_prompt("You are Ember.", max_words=110)
+    assert system.startswith("You are Ember.\n") and "at most 110 words" in system and "complete sentence" in system
+    assert "names appear" not in system
+
+
+async def test_slots_serve_chat_before_waiting_stories_fifo_within_a_priority():
+    import asyncio
+
+    from model.slots import PRIORITY_CHAT, PRIORITY_STORY, Slots
+
+    slots = Slots(1)
+    await slots.acquire(None)  # a running story holds the only slot
+    served: list[str] = []
+    positions: dict[str, list[int]] = {}
+
+    async def request(name: str, priority: int) -> None:
+        await slots.acquire(lambda p: positions.setdefault(name, []).append(p), priority)
+        served.append(name)
+        await asyncio.sleep(0)
+        slots.release()
+
+    tasks = []
+    for name, priority in [("story2", PRIORITY_STORY), ("story3", PRIORITY_STORY),
+                           ("chat1", PRIORITY_CHAT), ("chat2", PRIORITY_CHAT)]:
+        tasks.append(asyncio.create_task(request(name, priority)))
+        await asyncio.sleep(0.01)
+    assert [w.priority for w in slots.waiters] == [PRIORITY_CHAT, PRIORITY_CHAT, PRIORITY_STORY, PRIORITY_STORY]
+    slots.release()
+    await asyncio.gather(*tasks)
+    assert served == ["chat1", "chat2", "story2", "story3"]
+    assert positions["chat1"][0] == 1 and positions["chat2"][0] == 2
+    assert positions["story2"][:3] == [1, 2, 3]  # told each time a chat turn went ahead of it
+    assert slots.in_flight == 0 and not slots.waiters

@@ -212,9 +212,10 @@ def test_not_an_export(tmp_path):
     p.write_text('[{"id": 1}]')
     with pytest.raises(ExportFormatError, match="not a DiscordChatExporter JSON export"):
         read_export(p)
+    # a bad message costs that message only (tests/recsys/test_import_faults.py covers every field)
     p.write_text('{"guild": {"id": "1", "name": "g"}, "channel": {"id": "2", "name": "c"}, "messages": [{"id": "3"}]}')
-    with pytest.raises(ExportFormatError, match=r"message #1: missing field 'author'"):
-        read_export(p)
+    exp = read_export(p)
+    assert exp.messages == [] and exp.problems == [f"{p}: message 3: field 'timestamp' is missing — message skipped"]
 
 
 async def test_catalogue_import_reports_bad_lines(recommender: Recommender, store: Store, tmp_path):
@@ -241,3 +242,102 @@ async def test_catalogue_import_reports_bad_lines(recommender: Recommender, stor
     again = await import_items(recommender, cat, GUILD, progress=False)
     assert again.items == 0 and await store.count("items") == 4
     assert {it.id for it in await store.items(GUILD)} == {it.id for it in items}
+
+
+# ---- messages deleted on Discord (issue 13, item 5) ----------------------------------------------
+SPAM = 1060954094627463098  # "Free nitro giveaway! …" in one copy of #chill talk, gone from the other
+BOOKS = 900000000000000001, 900000000000000010  # tests/fixtures/dce_reactions.json: guild, channel
+BOOK_POST = 900000000000000100  # its message with two reactions and a reply
+
+
+def _copy(tmp_path: Path, name: str, **changes) -> Path:
+    """A copy of dce_reactions.json with top-level fields changed (``drop``: message ids left out)."""
+    doc = json.loads((FIXTURES / "dce_reactions.json").read_text())
+    drop = {str(i) for i in changes.pop("drop", ())}
+    doc["messages"] = [m for m in doc["messages"] if m["id"] not in drop]
+    doc.update(changes)
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+async def test_copies_without_exported_at_keep_the_message_and_offer_replace(recommender: Recommender, store: Store):
+    folder = shared_data("chat", "dce_example_guild")
+    without = next(folder.rglob("*without deleted message.json"))
+    report = await import_exports(recommender, [folder], progress=False)
+    assert report.errors == [] and report.removed == 0
+    assert await store.get_item(SPAM) is not None  # which copy is newer cannot be told: kept
+    assert len(report.notes) == 1
+    note = report.notes[0]
+    assert note.startswith(f"#chill talk ({CHILL}): 1 message is missing from {without}") and "\n" not in note
+    assert f'campfire import --replace-channel "{without}"' in note
+    # the admin confirms: the copy without it is the channel as it is now
+    again = await import_exports(recommender, [without], progress=False, replace_channel=True)
+    assert (again.removed, again.errors, again.notes) == (1, [], [])
+    assert await store.get_item(SPAM) is None
+    assert all(i.item_id != SPAM and i.source_id != SPAM for i in await store.interactions(GUILD))
+    assert {it.channel_id for it in await store.items(GUILD)} == {GENERAL, THREAD}  # the other channels stay
+    await recommender.flush()
+    await _index_matches_store(recommender, GUILD)
+
+
+async def test_a_later_export_removes_what_was_deleted(recommender: Recommender, store: Store, tmp_path):
+    first = await import_exports(recommender, [FIXTURES / "dce_reactions.json"], progress=False)  # exported 03-02
+    assert first.errors == [] and await store.get_item(BOOK_POST) is not None
+    before = {i.id for i in await store.interactions(BOOKS[0])}
+    # an older export, or a newer one whose date range starts after the message, proves nothing
+    for name, changes in (("older.json", {"exportedAt": "2024-03-01T12:00:00+00:00"}),
+                          ("later-range.json", {"exportedAt": "2024-03-05T12:00:00+00:00",
+                                                "dateRange": {"after": "2024-03-01T09:01:00+00:00", "before": None}})):
+        report = await import_exports(recommender, [_copy(tmp_path, name, drop=[BOOK_POST], **changes)], progress=False)
+        assert (report.removed, report.errors, report.notes) == (0, [], []), name
+        assert await store.get_item(BOOK_POST) is not None
+    # a newer export without it: deleted on Discord — the item, its reactions and the reply to it go
+    newer = _copy(tmp_path, "newer.json", drop=[BOOK_POST], exportedAt="2024-03-05T12:00:00+00:00")
+    report = await import_exports(recommender, [newer], progress=False)
+    assert (report.removed, report.errors, report.notes) == (1, [], [])
+    assert await store.get_item(BOOK_POST) is None
+    assert len(before) == 4 and await store.interactions(BOOKS[0]) == []  # authored, 2 reacted, replied: all on it
+    await recommender.flush()
+    await _index_matches_store(recommender, BOOKS[0])
+
+
+async def test_copies_in_one_run_are_read_oldest_first(recommender: Recommender, store: Store, tmp_path):
+    """The newer copy sorts first by name; its exportedAt still gives it the last word."""
+    newer = _copy(tmp_path, "a-newer.json", drop=[BOOK_POST], exportedAt="2024-03-05T12:00:00+00:00")
+    older = _copy(tmp_path, "b-older.json")
+    report = await import_exports(recommender, [newer, older], progress=False)
+    assert (report.files, report.removed, report.errors, report.notes) == (2, 1, [], [])
+    assert BOOK_POST not in {it.id for it in await store.items(BOOKS[0])}
+
+
+async def test_a_dated_export_removes_a_message_the_bot_captured_live(recommender: Recommender, store: Store):
+    from recsys.store import Item
+
+    await store.upsert_guild(BOOKS[0], "g")
+    live = Item(id=900000000000000150, guild_id=BOOKS[0], kind="message", channel_id=BOOKS[1], author_id=900000000000001001,
+                text="A message the bot saw live, deleted while it was offline, about long novels.",
+                created_at=1709283600.0, meta={"channel": "books", "author": "Ana"})  # 2024-03-01T09:00:00Z
+    await recommender.add_items([live])
+    report = await import_exports(recommender, [FIXTURES / "dce_reactions.json"], progress=False)  # exported 03-02
+    assert report.removed == 1 and await store.get_item(live.id) is None
+
+
+async def test_replace_channel_needs_one_export_per_channel(recommender: Recommender, store: Store, tmp_path):
+    a, b = _copy(tmp_path, "a.json"), _copy(tmp_path, "b.json", drop=[BOOK_POST])
+    report = await import_exports(recommender, [a, b], progress=False, replace_channel=True)
+    assert report.files == 0 and len(report.errors) == 2 and all("--replace-channel" in e for e in report.errors)
+    assert await store.count("items") == 0
+
+
+async def test_progress_bars_never_go_backwards(recommender: Recommender, capsys):
+    """Item 17: reading is a byte count with a known total; embedding a count without a total
+    (the old bar's total grew while files were read, so its percentage went backwards)."""
+    import re
+
+    await import_exports(recommender, [shared_data("chat", "dce_example_guild")], progress=True)
+    frames = re.split(r"[\r\n]", capsys.readouterr().err)
+    reading = [int(m.group(1)) for f in frames if (m := re.match(r"\s*reading:\s+(\d+)%", f))]
+    embedding = [f for f in frames if f.strip().startswith("embedding")]
+    assert reading and reading == sorted(reading)
+    assert embedding and not any("%" in f for f in embedding)

@@ -84,3 +84,55 @@ async def test_opted_out_members_are_not_recorded(store, settings, embedder):
     assert await store.count("embeddings") == 0
     assert rec.stats(G)["item_vectors"] == 0
     await rec.aclose()
+
+
+async def test_tombstones_hold_digests_not_ids_and_optin_lifts_only_the_author(store, settings, embedder):
+    rec = Recommender(store, embedder, settings)
+    await rec.start()
+    await _guild(rec, store)
+    await rec.forget_user(ALICE)
+    assert await store.is_forgotten(ALICE) and await store.is_opted_out(ALICE) and not await store.is_forgotten(BOB)
+    assert await store.upsert_member(G, ALICE, "alice") is False and await store.get_member(G, ALICE) is None
+    rows = await store._fetchall("SELECT kind, digest FROM tombstones")
+    assert sorted(r[0] for r in rows) == ["author", "message", "message"]  # her two messages
+    assert all(len(r[1]) == 16 and ALICE.to_bytes(8, "big") not in r[1] for r in rows)
+    await store.set_opted_out(ALICE, False)  # /privacy optin
+    assert not await store.is_forgotten(ALICE) and await store.upsert_member(G, ALICE, "alice") is True
+    assert [r[0] for r in await store._fetchall("SELECT kind FROM tombstones")] == ["message", "message"]
+    again = Item(id=ALICE * 100, guild_id=G, kind="message", text=TEXTS[ALICE][0], created_at=1.7e9, channel_id=70,
+                 author_id=ALICE)
+    assert await rec.add_items([again]) == 0 and await rec.save_item(again) is False
+    assert await rec.record([{"guild_id": G, "member_id": BOB, "kind": "reacted", "item_id": None,
+                              "source_id": ALICE * 100, "text": "a reaction to her old message"}]) == []
+    await rec.aclose()
+
+
+async def test_interactions_on_an_item_that_was_not_stored_are_dropped_not_failed(store, settings, embedder):
+    """An opted-out author's message is skipped; another member's reaction to it used to fail the whole
+    batch (FOREIGN KEY constraint failed) — an import of a file with it imported nothing."""
+    from pathlib import Path
+
+    from recsys.ingest import import_exports
+
+    rec = Recommender(store, embedder, settings)
+    await rec.start()
+    await store.set_opted_out(900000000000001001)  # Ana, whose message Ben and Cho reacted to
+    report = await import_exports(rec, [Path(__file__).resolve().parent.parent / "fixtures" / "dce_reactions.json"],
+                                  progress=False)
+    assert report.errors == [] and report.files == 1 and report.items == 0
+    assert await store.get_member(900000000000000001, 900000000000001002) is not None  # Ben still imported
+    g = 900000000000000001
+    ids = await rec.record([{"guild_id": g, "member_id": BOB, "kind": "reacted", "item_id": 424242},
+                            {"guild_id": g, "member_id": BOB, "kind": "requested", "text": "a story about hops"}])
+    assert len(ids) == 1 and (await store.get_interactions(ids))[ids[0]].kind == "requested"
+    await rec.aclose()
+
+
+async def test_scrub_refuses_inside_a_transaction_and_reports_what_it_did(store):
+    import pytest
+
+    with pytest.raises(RuntimeError):
+        async with store.transaction():
+            await store.scrub()
+    assert await store.scrub() == {"vacuumed": True, "wal_truncated": True}
+    assert await store.pragma("secure_delete") == 1
