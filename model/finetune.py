@@ -17,6 +17,7 @@ Held-out scoring is always float32.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -130,7 +131,9 @@ def _lora_model(model: Any, config: FinetuneConfig) -> Any:
     chosen = None if config.lora_layers is None else list(range(max(0, layers - config.lora_layers), layers))
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha or 2 * config.lora_r, lora_dropout=config.lora_dropout,
                       target_modules=LORA_TARGETS, layers_to_transform=chosen, task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question; nothing for the user to do
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def _memory(model: Any, config: FinetuneConfig) -> MemoryEstimate:
@@ -173,6 +176,8 @@ def prepare(stories: list[Story], config: FinetuneConfig, *, source: str = "the 
     if device == "cpu":
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
+    if config.restart:
+        ckpt.discard(config.work)
     tokenizer = AutoTokenizer.from_pretrained(config.base)
     train = _encode_all(tokenizer, train_stories, config.max_length)
     held = _encode_all(tokenizer, held_stories, config.max_length)[: config.eval_limit]
@@ -215,8 +220,6 @@ def finetune(p: Prepared, config: FinetuneConfig, *, card_data: dict[str, Any], 
     first; the last one is kept while scoring and writing), KeyboardInterrupt before that (nothing to
     resume), :class:`model.finetune_ckpt.CheckpointMismatch` when the work folder holds another run's
     checkpoint."""
-    if config.restart:
-        ckpt.discard(config.work)
     trainer = Trainer(p.model, p.train, config, total_steps=p.total_steps, device=p.device, bf16=p.bf16)
     state = ckpt.load(config.work, p.key, p.model, trainer.optimizer, trainer.scheduler) or ckpt.TrainState()
     resumed = state.step
