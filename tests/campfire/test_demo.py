@@ -52,7 +52,9 @@ def test_make_demo_session(real_generator, prepared_model: Path, tmp_path: Path)
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = run.stdout
     assert run.returncode == 0, f"{out}\n{run.stderr[-3000:]}"
-    assert "internal error" not in out and not re.search(r"^! ", out, re.M), out
+    # no error line, except /rate's "no story to rate yet" when the sampled story failed the gate twice
+    errors = [line for line in re.findall(r"^! .*$", out, re.M) if "no story to rate yet" not in line]
+    assert "internal error" not in out and not errors, out
 
     # the imports
     imported = re.search(r"imported: 1 file\(s\), 1017 message\(s\) read: (\d+) new item\(s\), (\d+) new interaction\(s\), (\d+) new member\(s\)", out)
@@ -66,7 +68,10 @@ def test_make_demo_session(real_generator, prepared_model: Path, tmp_path: Path)
     assert len(re.findall(r"^\[chat: TTFT [\d.]+ s · [\d.]+ tokens/s · \d+ tokens in [\d.]+ s\]$", out, re.M)) == 1
     # the English story is written (two tries at most: the quality gate may retry once) and saved
     assert 1 <= len(re.findall(r"^\[story: TTFT [\d.]+ s · [\d.]+ tokens/s · \d+ tokens in [\d.]+ s\]$", out, re.M)) <= 2
-    assert len(re.findall(r"^saved story #\d+: .* \(en\); /rate up\|down$", out, re.M)) == 1
+    # saved, or (sampled: the gate may fail it twice) shown with the gate's notice and not saved
+    saved = re.findall(r"^saved story #\d+: .* \(en\); /rate up\|down$", out, re.M)
+    assert len(saved) + len(re.findall(r"\(/story again to retry\)$", out, re.M)) == 1, out
+    assert ("! no story to rate yet" in out) == (not saved), out
     # the packaged model is English-only: the Chinese story is declined honestly, in Chinese, not written
     assert "写不好中文" in out and not re.search(r"\(zh\); /rate", out)
     assert len(re.findall(r"^picks for \S+ \(\d+ ms\)$", out, re.M)) == 3

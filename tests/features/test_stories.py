@@ -196,7 +196,12 @@ async def test_console_story_and_rate_go_through_the_feature(app, app_fake):
 @pytest.mark.slow
 async def test_a_story_on_the_real_model_is_saved_and_embedded(real_app):
     story = await stories.tell(real_app, stories.plan(real_app, THEME), requester=MEI, max_tokens=64)
-    assert story.saved and story.title.strip() and len(story.text.split()) >= 3
+    assert story.title.strip() and len(story.text.split()) >= 1
+    if not story.saved:  # sampled: the gate may fail it twice; then it is shown with its notice, stored nowhere
+        assert story.rejected and story.notice and story.item_id is None
+        assert await real_app.store.items(MEI.guild_id, kind="story") == []
+        return
+    assert len(story.text.split()) >= 3
     item = await real_app.store.get_item(story.item_id)
     assert item.kind == "story" and item.text == story.text
     assert [i.kind for i in await interactions_on(real_app, story.item_id)] == ["requested"]
