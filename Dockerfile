@@ -44,6 +44,13 @@ COPY model ./model
 COPY recsys ./recsys
 RUN pip install --no-deps --no-build-isolation . \
     && python requirements/lockdiff.py check requirements/cpu.txt requirements/nodeps.txt
+# the CPU engine: llama.cpp's llama-server from the sdist pinned in requirements/llama-server.txt
+# (model/build_llama.py, portable x86-64 build, ≈ 5–10 min on 2 cores). If it cannot build, the step
+# says why in one line and the image serves with the transformers engine (generator.engine = auto).
+ENV CAMPFIRE_LLAMA_CACHE=/opt/llama
+RUN apt-get update && apt-get install -y --no-install-recommends cmake g++ make \
+    && mkdir -p /opt/llama && python -m model.build_llama --jobs "$(nproc)" \
+    && rm -rf /var/lib/apt/lists/* /opt/llama/*/campfire-llama-*
 
 FROM base AS build-cuda
 # requirements/cuda.txt: PyPI's torch 2.13.0, the CUDA 13 build, with its nvidia-* wheels (they bundle
@@ -63,6 +70,10 @@ RUN pip install --no-deps --no-build-isolation . \
 # ---- bot: `campfire bot` (default), or any subcommand: console, import, digest, … ----------------
 FROM base AS bot
 COPY --from=build-cpu /opt/venv /opt/venv
+# llama-server (see build-cpu) needs the GNU OpenMP runtime
+COPY --from=build-cpu /opt/llama /opt/llama
+ENV CAMPFIRE_LLAMA_CACHE=/opt/llama
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
 COPY config.toml ./
 COPY examples ./examples
 USER campfire

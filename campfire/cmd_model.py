@@ -30,6 +30,9 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", default=None, help="bind address (default generator.host, 127.0.0.1)")
         parser.add_argument("--port", type=int, default=None, help="port (default generator.port, 8000; 0 = any free port)")
         parser.add_argument("--model", default=None, help="model folder, or a name under data/models (default generator.model_path)")
+        parser.add_argument("--engine", choices=["auto", "transformers", "llama.cpp"], default=None,
+                            help="auto (default generator.engine): transformers with continuous batching on CUDA, "
+                                 "llama.cpp's llama-server on the model's GGUF on a CPU when built (make install)")
 
 
 def model(args: argparse.Namespace, settings: Settings) -> int:
@@ -95,9 +98,10 @@ def pull(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    """``campfire serve [--host H] [--port P] [--model PATH|NAME]``: the OpenAI-compatible generator server
-    in the foreground (``model.server.run_server``) on ``--model`` (a folder, or a name under
-    ``data/models`` such as a ``campfire model finetune`` output) instead of ``generator.model_path``;
+    """``campfire serve [--host H] [--port P] [--model PATH|NAME] [--engine auto|transformers|llama.cpp]``: the
+    OpenAI-compatible generator server in the foreground (``model.server.run_server``) on ``--model`` (a
+    folder, or a name under ``data/models`` such as a ``campfire model finetune`` output) instead of
+    ``generator.model_path``, on ``--engine`` instead of ``generator.engine`` (:mod:`model.engine`);
     returns its exit code."""
     from model.server import run_server  # written with the generator issue
 
@@ -106,4 +110,6 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
         folder = str(model_folder(settings, args.model))
         settings = settings.model_copy(update={"generator": settings.generator.model_copy(update={"model_path": folder})})
+    if getattr(args, "engine", None):
+        settings = settings.model_copy(update={"generator": settings.generator.model_copy(update={"engine": args.engine})})
     return run_server(settings, host=args.host, port=args.port)

@@ -33,59 +33,15 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
     ContinuousBatchingLogitsProcessor,
 )
 
-# Accepted ranges: OpenAI's for frequency/presence; repetition_penalty > 0 as vLLM, capped where every
-# repeated token is all but banned.
-PENALTY_RANGE = (-2.0, 2.0)
-REPETITION_RANGE = (0.0, 5.0)  # exclusive of 0
-FIELDS = ("frequency_penalty", "presence_penalty", "repetition_penalty")
+from model.penalty_check import (
+    FIELDS,
+    PENALTY_RANGE,
+    REPETITION_RANGE,
+    Penalties,
+    pop_penalties,
+)
 
-
-@dataclass(frozen=True)
-class Penalties:
-    """One request's repetition control; the defaults switch everything off."""
-
-    frequency: float = 0.0
-    presence: float = 0.0
-    repetition: float = 1.0
-
-    @property
-    def active(self) -> bool:
-        return self.frequency != 0.0 or self.presence != 0.0 or self.repetition != 1.0
-
-    def kwargs(self) -> dict[str, float]:
-        """The ``add_request`` keyword arguments :class:`PenaltyProcessor` reads (only those not off)."""
-        out: dict[str, float] = {}
-        if self.frequency:
-            out["frequency_penalty"] = float(self.frequency)
-        if self.presence:
-            out["presence_penalty"] = float(self.presence)
-        if self.repetition != 1.0:
-            out["repetition_penalty"] = float(self.repetition)
-        return out
-
-
-def _number(body: dict, name: str, default: float, low: float, high: float, *, low_open: bool = False) -> float:
-    value = body.pop(name, None)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"'{name}' must be a number, got {value!r}.")
-    if value > high or value < low or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"'{name}' must be in {bracket}{low:g}, {high:g}], got {value:g}.")
-    return float(value)
-
-
-def pop_penalties(body: dict) -> Penalties:
-    """Remove ``frequency_penalty``, ``presence_penalty`` and ``repetition_penalty`` (an extra field,
-    as vLLM and llama.cpp accept it) from a chat-completion ``body`` (mutated) and return them.
-    Raises ``ValueError`` with a one-line reason for a non-number or an out-of-range value
-    (frequency/presence in [−2, 2], repetition in (0, 5])."""
-    return Penalties(
-        frequency=_number(body, "frequency_penalty", 0.0, *PENALTY_RANGE),
-        presence=_number(body, "presence_penalty", 0.0, *PENALTY_RANGE),
-        repetition=_number(body, "repetition_penalty", 1.0, *REPETITION_RANGE, low_open=True),
-    )
+__all__ = ["FIELDS", "PENALTY_RANGE", "REPETITION_RANGE", "Penalties", "PenaltyProcessor", "install", "pop_penalties"]
 
 
 @dataclass

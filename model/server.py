@@ -1,6 +1,9 @@
 """``campfire serve``: transformers' own OpenAI-compatible server (``transformers serve
 --continuous-batching``) on the prepared model, plus the few things Campfire needs that it lacks.
 
+This is the ``transformers`` engine; :func:`run_server` picks the engine (:mod:`model.engine`: on a CPU,
+llama.cpp's ``llama-server`` behind :mod:`model.llama_server`, which gives the same API).
+
 We do not write an inference server: the app is transformers' (``transformers.cli.serving``:
 ``ModelManager``, ``GenerationState``, the chat-completion handler, ``build_server`` — the same pieces
 ``transformers serve`` assembles), pinned to the prepared folder (``force_model``), on ``cuda`` with
@@ -76,16 +79,16 @@ def resolve_device(device: str) -> tuple[str, str]:
     return device, "bfloat16"
 
 
-def cpu_threads() -> int:
-    """Torch threads on the CPU: ``CAMPFIRE_GENERATOR_THREADS``, else half the cores (at least 1).
+def cpu_threads(settings: Settings | None = None) -> int:
+    """Torch threads on the CPU: :func:`model.engine.generator_threads` (``generator.threads``, else
+    ``CAMPFIRE_GENERATOR_THREADS``, else the free cores less one for the bot on ≤ 4 cores, less two above).
 
-    Half, because the bot (embedding, FAISS) shares the machine in the embedded mode, and torch's
-    OpenMP threads busy-wait: oversubscribed, decoding here went from ≈ 0.3 s to ≈ 3–5 s per token.
+    Not every core, because the bot (embedding, FAISS) shares the machine in the embedded mode, and
+    torch's OpenMP threads busy-wait: oversubscribed, decoding here went from ≈ 0.3 s to ≈ 3–5 s per token.
     """
-    value = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    return max(1, (os.cpu_count() or 2) // 2)
+    from model.engine import generator_threads
+
+    return generator_threads((settings or Settings()).generator)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -164,7 +167,7 @@ def build_app(settings: Settings):
     if device == "cpu":
         import torch
 
-        torch.set_num_threads(cpu_threads())
+        torch.set_num_threads(cpu_threads(settings))
     manager = ModelManager(device=device, dtype=dtype, continuous_batching=True, force_model=str(folder))
     cb_config = ContinuousBatchingConfig(
         max_memory_percent=gen.cb_memory_percent,
@@ -191,11 +194,30 @@ def build_app(settings: Settings):
     return app
 
 
+def build_engine_app(settings: Settings):
+    """The app of the engine :func:`model.engine.resolve_engine` picks for ``settings``: ``(app, engine)``.
+    ``llama.cpp``: :func:`model.llama_server.build_llama_app` on the folder's GGUF (``/v1/models`` lists
+    the folder path, as transformers does); ``transformers``: :func:`build_app`. Logs the choice in one
+    line. Raises RuntimeError (an explicit ``llama.cpp`` that cannot run) or ``ModelNotFound``."""
+    from model.engine import gguf_of, resolve_engine
+
+    folder = Path(settings.generator_model_path)
+    engine, reason = resolve_engine(settings.generator, folder)
+    log.info("generator engine: %s (%s)", engine, reason)
+    if engine == "llama.cpp":
+        from model.build_llama import server_binary
+        from model.llama_server import build_llama_app
+
+        return build_llama_app(settings, server_binary(), gguf_of(folder), str(folder)), engine
+    return build_app(settings), engine
+
+
 def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> int:
-    """Serve the prepared model until interrupted (``campfire serve``). Returns an exit code.
+    """Serve the prepared model until interrupted (``campfire serve``) on the engine ``generator.engine``
+    selects (:mod:`model.engine`). Returns an exit code.
 
     ``host``/``port`` default to ``generator.host``/``generator.port``; port 0 picks a free port, which
-    is printed. Exit code 2 with one line when the model folder is missing.
+    is printed. Exit code 2 with one line when the model folder is missing or the engine cannot run.
     """
     import uvicorn
 
@@ -207,17 +229,18 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
     if port == 0:
         port = free_port(host)
     try:
-        app = build_app(settings)
-    except ModelNotFound as err:
+        app, engine = build_engine_app(settings)
+    except (ModelNotFound, RuntimeError) as err:
         print(f"campfire serve: {err}")
         return 2
-    print(f"campfire serve: OpenAI-compatible API at http://{host}:{port}/v1 (model {settings.generator_model_path})", flush=True)
+    print(f"campfire serve: OpenAI-compatible API at http://{host}:{port}/v1 "
+          f"(model {settings.generator_model_path}, engine {engine})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m model.server [--host H] [--port P] [--config PATH] [--data-dir DIR]`` — what the
+    """``python -m model.server [--host H] [--port P] [--config PATH] [--data-dir DIR] [--engine E]`` — what the
     embedded supervisor runs (the same as ``campfire serve``, without importing the CLI). Settings
     come from ``--config``/``./config.toml``, ``CAMPFIRE_*`` environment variables and ``--data-dir``.
     Returns the exit code: 2 with one line on stderr for a configuration error or a missing model."""
@@ -233,12 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--config")
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--engine", choices=["auto", "transformers", "llama.cpp"])
     args, _ = parser.parse_known_args(argv)
     try:
         settings = load_settings(args.config, data_dir=args.data_dir)
     except ConfigError as err:
         print(f"campfire serve: {err}", file=sys.stderr)
         return 2
+    if args.engine:
+        settings = settings.model_copy(update={"generator": settings.generator.model_copy(update={"engine": args.engine})})
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpcore", "urllib3", "transformers"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

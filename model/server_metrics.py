@@ -1,5 +1,5 @@
-"""Prometheus ``GET /metrics`` for the generator server (``campfire serve``), observed from the outside
-of transformers' handlers: an HTTP middleware reads the responses of the generation endpoints as they
+"""Prometheus ``GET /metrics`` for the generator server (``campfire serve``, either engine), observed from
+the outside of the handlers (transformers' or the llama.cpp front's): an HTTP middleware reads the responses of the generation endpoints as they
 stream past (it never changes them).
 
 Metrics (in the app's own registry, so several apps can live in one process — tests do):

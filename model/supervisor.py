@@ -4,7 +4,8 @@ Used when ``generator.url`` is empty. The child runs ``python -m model.server`` 
 ``campfire serve``) with the generator settings passed as ``CAMPFIRE_GENERATOR__*`` environment
 variables; its output goes to ``<data_dir>/logs/generator.log``. A watchdog restarts it on the same
 port when the process exits or ``/health`` answers 503 (transformers' "CB worker is dead" state,
-from which it never recovers by itself). The child also exits by itself if Campfire dies without
+from which it never recovers by itself, or the llama.cpp engine's ``llama-server`` child gone:
+:mod:`model.llama_server`). The child also exits by itself if Campfire dies without
 stopping it (it watches its parent's pid).
 """
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import json
+import logging
 import os
 import signal
 import sys
@@ -153,14 +154,14 @@ class EmbeddedServer:
                 log.exception("generator restart failed; trying again in %.0f s", self.check_interval_s)
 
     async def check(self) -> bool:
-        """Restart the child if it has exited or reports its batching worker dead (503). Returns whether it restarted."""
+        """Restart the child if it has exited or reports its engine dead (503). Returns whether it restarted."""
         async with self._lock:
             proc = self._proc
             reason = None
             if proc is None or proc.returncode is not None:
                 reason = f"exited with code {proc.returncode if proc else None}"
             elif await self._health() == 503:
-                reason = "its batching worker died (/health 503)"
+                reason = "reports its engine dead (/health 503)"
             if reason is None:
                 return False
             log.warning("generator %s; restarting it", reason)
@@ -170,17 +171,7 @@ class EmbeddedServer:
             return True
 
     async def _kill(self) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await stop_process(self._proc)
 
     async def stop(self) -> None:
         """Stop the watchdog and the child (SIGTERM, then SIGKILL after 5 s)."""
@@ -193,6 +184,21 @@ class EmbeddedServer:
             await self._kill()
         await self._http.aclose()
         log.info("generator stopped")
+
+
+async def stop_process(proc: asyncio.subprocess.Process | None, timeout_s: float = 5.0) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL after ``timeout_s`` seconds; nothing when it is
+    None or already gone."""
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 def exit_with_parent() -> None:

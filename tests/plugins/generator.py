@@ -6,9 +6,15 @@ mid-stream drop are set by attributes, and which records the JSON bodies it rece
 ``.requests``. ``.url`` ends in ``/v1``. Use it only where a test needs controlled output (errors,
 timing, ``@everyone``, a 5,000-character reply); see the fake's module docstring for every knob.
 
-``real_generator`` (session scope): the embedded ``campfire serve`` (transformers serve with
-continuous batching) on the real prepared SmolLM2 (fixture ``prepared_model``), started once per
-test session on a free loopback port. Yields a :class:`RealGenerator` with ``.url`` (ending in
+``real_generator`` (session scope): the embedded ``campfire serve`` on the real prepared SmolLM2
+(fixture ``prepared_model``) with ``generator.engine = auto`` — what Campfire runs on this machine:
+llama.cpp's ``llama-server`` when ``make install`` built it, else transformers serve with continuous
+batching (:mod:`model.engine`) — started once per test session on a free loopback port.
+
+``engine_generator`` (session scope, parametrised ``transformers`` | ``llama.cpp``): the same, on each
+engine in turn, for the API suite both engines must pass (tests/model/test_engines.py); the
+``llama.cpp`` case is skipped with the reason when llama-server is not built. A server is started
+once per engine and shared with ``real_generator`` when ``auto`` picks the same engine. Yields a :class:`RealGenerator` with ``.url`` (ending in
 ``/v1``), ``.client`` (a :class:`model.client.GeneratorClient` bound to the running event loop —
 one per loop, so it works from function- and session-loop tests alike), ``.counter`` (a :class:`model.tokens.TokenCounter` on the model's tokenizer),
 ``.settings`` (the :class:`campfire.config.Settings` it was started with) and ``.server`` (the
@@ -60,21 +66,62 @@ class RealGenerator:
         return self._clients[loop]
 
 
-@pytest.fixture(scope="session")
-async def real_generator(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One real generator server per test session (≈ 10–15 s to start on this CPU); stopped at the end."""
-    from campfire.config import Settings
-    from model.supervisor import EmbeddedServer
-    from model.tokens import TokenCounter
+class _Generators:
+    """The session's started generator servers, one per concrete engine, started on first use."""
 
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("real-generator"),
-        generator={"model_path": str(prepared_model), "device": "cpu", "max_concurrency": 8, "request_timeout_s": 240},
-    )
-    server = EmbeddedServer(settings)
-    await server.start()
-    real = RealGenerator(server, TokenCounter(prepared_model), settings)
+    def __init__(self, prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.prepared_model = prepared_model
+        self.tmp_path_factory = tmp_path_factory
+        self.started: dict[str, RealGenerator] = {}
+
+    async def get(self, engine: str) -> RealGenerator:
+        """The server on ``engine`` (``auto`` resolves first, so it shares the concrete engine's server)."""
+        from campfire.config import Settings
+        from model.engine import resolve_engine
+        from model.supervisor import EmbeddedServer
+        from model.tokens import TokenCounter
+
+        settings = Settings(
+            data_dir=self.tmp_path_factory.mktemp(f"real-generator-{engine}"),
+            generator={"model_path": str(self.prepared_model), "device": "cpu", "max_concurrency": 8,
+                       "request_timeout_s": 240, "engine": engine},
+        )
+        concrete, _ = resolve_engine(settings.generator, self.prepared_model)
+        if concrete not in self.started:
+            settings = settings.model_copy(update={"generator": settings.generator.model_copy(update={"engine": concrete})})
+            server = EmbeddedServer(settings)
+            await server.start()
+            self.started[concrete] = RealGenerator(server, TokenCounter(self.prepared_model), settings)
+        return self.started[concrete]
+
+    async def stop(self) -> None:
+        for real in self.started.values():
+            await real.server.stop()
+
+
+@pytest.fixture(scope="session")
+async def _generators(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    pool = _Generators(prepared_model, tmp_path_factory)
     try:
-        yield real
+        yield pool
     finally:
-        await server.stop()
+        await pool.stop()
+
+
+@pytest.fixture(scope="session")
+async def real_generator(_generators: _Generators):
+    """One real generator server per test session on the ``auto`` engine (llama.cpp: < 1 s to start;
+    transformers: ≈ 10–15 s on this CPU); stopped at the end."""
+    return await _generators.get("auto")
+
+
+@pytest.fixture(scope="session", params=["transformers", "llama.cpp"])
+async def engine_generator(request: pytest.FixtureRequest, _generators: _Generators):
+    """The real generator on each engine (see the module docstring)."""
+    if request.param == "llama.cpp":
+        from model.build_llama import server_binary
+
+        if server_binary() is None:
+            pytest.skip("llama-server is not built on this machine (make install runs python -m model.build_llama; "
+                        "its one-line failure reason is in its output)")
+    return await _generators.get(request.param)

@@ -1,0 +1,138 @@
+"""Which engine ``campfire serve`` runs, and how llama.cpp's ``llama-server`` is started for it.
+
+Engines (``generator.engine`` / ``campfire serve --engine``):
+
+- ``transformers`` — transformers' serve app with continuous batching (:mod:`model.server`): the GPU
+  engine, and any model folder without a GGUF (e.g. a ``campfire model finetune`` output);
+- ``llama.cpp`` — llama.cpp's ``llama-server`` (built once by :mod:`model.build_llama`) on the GGUF
+  the folder was prepared from, as it is (quantised, no bf16 conversion), behind Campfire's thin
+  front (:mod:`model.llama_server`): the CPU engine;
+- ``auto`` (default) — ``transformers`` on CUDA; on a CPU ``llama.cpp`` when its binary and the GGUF
+  are there, else ``transformers`` with one log line saying why.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from pathlib import Path
+
+from campfire.config import GeneratorSettings
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "transformers", "llama.cpp")
+# llama-server's host-RAM prompt cache (MiB; its default is 8192): prompts seen before — the persona, a
+# channel's history, a story prompt — are not computed again, in any slot. 256 MiB ≈ 11,600 tokens of
+# SmolLM2-135M's KV cache; it bounds the tree's memory (RSS ≤ 1.5 GB target of issue 16).
+PROMPT_CACHE_MIB = 256
+
+
+def cuda_visible() -> bool:
+    """Whether a CUDA GPU can serve, decided without importing torch (≈ 1 s and ≈ 300 MB the CPU engine
+    never needs): torch's CPU build (a ``+cpu`` version) or no NVIDIA driver (``/proc/driver/nvidia``) or
+    ``CUDA_VISIBLE_DEVICES`` empty/-1 → False."""
+    try:
+        if "+cpu" in importlib.metadata.version("torch"):
+            return False
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+def gguf_of(model_path: Path) -> Path | None:
+    """The GGUF file to serve for ``model_path``: the path itself when it is a ``.gguf`` file, else the
+    ``gguf`` (or ``source``) the folder was prepared from (its ``campfire-prepared.json``; ``campfire model
+    prepare`` and ``pull`` record it) when that file still exists; None otherwise."""
+    from model.prepare import read_marker
+
+    path = Path(model_path)
+    if path.suffix == ".gguf":
+        return path if path.is_file() else None
+    marker = read_marker(path)
+    gguf = Path(str(marker.get("gguf") or marker.get("source") or ""))  # folders prepared before "gguf" was kept
+    return gguf if gguf.suffix == ".gguf" and gguf.is_file() else None
+
+
+def resolve_engine(gen: GeneratorSettings, model_path: Path, engine: str | None = None) -> tuple[str, str]:
+    """``(engine, reason)``: ``transformers`` or ``llama.cpp`` for ``engine`` (default ``gen.engine``) on
+    ``model_path``; ``reason`` is one line for the log. An explicit ``llama.cpp`` that cannot run (no
+    binary or no GGUF) raises :class:`RuntimeError` with the reason; ``auto`` falls back instead."""
+    from model.build_llama import server_binary
+
+    engine = engine or gen.engine
+    if engine == "transformers":
+        return "transformers", "generator.engine = transformers"
+    if engine == "auto" and gen.device == "cuda":
+        return "transformers", "generator.device = cuda"
+    if engine == "auto" and gen.device == "auto" and cuda_visible():
+        return "transformers", "a CUDA GPU is visible"
+    missing = None
+    binary = server_binary()
+    if binary is None:
+        missing = "llama-server is not built (run `make install` or `python -m model.build_llama`)"
+    elif not runs(binary):
+        missing = f"{binary} does not run on this machine (try `python -m model.build_llama --force`)"
+    elif gguf_of(model_path) is None:
+        missing = f"no GGUF file for {model_path} (its campfire-prepared.json names none that exists)"
+    if missing is None:
+        return "llama.cpp", f"CPU, {gguf_of(model_path)}"
+    if engine == "llama.cpp":
+        raise RuntimeError(f"the llama.cpp engine cannot run: {missing}")
+    return "transformers", f"using the transformers engine: {missing}"
+
+
+def runs(binary: Path) -> bool:
+    """Whether ``binary --version`` exits 0 within 10 s (a binary built for other CPU features or a
+    missing shared library fails here, not in a restart loop)."""
+    import subprocess
+
+    try:
+        return subprocess.run([str(binary), "--version"], capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def free_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and ``taskset`` set)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def generator_threads(gen: GeneratorSettings) -> int:
+    """Threads for the generator: ``generator.threads`` when > 0 (or ``CAMPFIRE_GENERATOR_THREADS``), else
+    the free cores less one for the bot on machines with ≤ 4 cores, less two above (at least 1).
+
+    Why not every core: decoding threads spin-wait at each step's barrier, so one core taken by another
+    process stalls them all — issue 16 measured llama-server's default 2 threads collapse to 6.5 tok/s
+    on 2 cores while another process held one (one thread: 38–60 tok/s)."""
+    env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
+    if gen.threads > 0:
+        return gen.threads
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = free_cores()
+    return max(1, cores - 1 if cores <= 4 else cores - 2)
+
+
+def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSettings, alias: str) -> list[str]:
+    """The ``llama-server`` command line serving ``gguf`` on ``127.0.0.1:port``.
+
+    ``--parallel`` = ``generator.max_concurrency`` slots, each with the whole window: ``--ctx-size`` =
+    slots × ``generator.context_tokens`` (llama-server splits it evenly; its KV cache, f16, is allocated
+    at start: SmolLM2-135M ≈ 22.5 KB per token, 8 × 2048 tokens ≈ 377 MB). ``--cache-ram``
+    :data:`PROMPT_CACHE_MIB` instead of 8 GiB. ``--alias``: the id ``/v1/models`` lists (the transformers
+    engine's, so clients see one name)."""
+    threads = generator_threads(gen)
+    slots = gen.max_concurrency
+    return [
+        str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+        "--alias", alias, "--threads", str(threads), "--threads-batch", str(threads),
+        "--parallel", str(slots), "--ctx-size", str(slots * gen.context_tokens), "--no-kv-unified",
+        "--cache-ram", str(PROMPT_CACHE_MIB), "--metrics", "--no-webui", "--jinja",
+    ]

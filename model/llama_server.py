@@ -1,0 +1,208 @@
+"""The llama.cpp engine of ``campfire serve``: llama.cpp's own ``llama-server`` on a private loopback port,
+behind a thin FastAPI front that keeps Campfire's API identical on both engines.
+
+The front (this module) owns the ``llama-server`` child (:func:`model.engine.llama_server_command`;
+it dies with the front: ``PR_SET_PDEATHSIG``) and adds what the transformers engine has
+(:mod:`model.server`) and llama-server answers differently:
+
+- ``repetition_penalty`` (vLLM's name, which the client sends) → llama.cpp's ``repeat_penalty``, with
+  ``repeat_last_n`` = the context window (the whole context, as vLLM and :mod:`model.penalties` count the prompt too);
+  the three penalties checked first (HTTP 400 ``{"detail": reason}``, :mod:`model.penalty_check`);
+- a prompt over the window: llama-server's ``exceed_context_size_error`` → HTTP 400 in OpenAI's words
+  ("This model's maximum context length is N tokens; the prompt has P."), as on the other engine;
+- streamed replies carry ``usage`` in their last chunk (``stream_options.include_usage`` defaults to
+  true) and end with ``data: [DONE]`` (llama-server sends it);
+- ``GET /health``: 200 when llama-server is up, 503 ``llama_server_dead`` when it has exited (the
+  supervisor, :mod:`model.supervisor`, then restarts the whole front);
+- ``GET /metrics``: Campfire's Prometheus metrics (:mod:`model.server_metrics`; queue depth = requests
+  in progress beyond the ``--parallel`` slots, which llama-server defers); llama-server's own
+  ``/metrics`` stays reachable on its private port.
+
+Everything else (temperature, top_p, stop strings, max_tokens, the chat template from the GGUF) is
+llama-server's. The front does no tokenisation and never imports torch. Its cost, measured under 8
+streams on 2 cores: 1.7 s of CPU against llama-server's 60.2 s (≈ 3 %); throughput 0.80–1.15× a bare
+llama-server with the same threads (README "Generator engines", ``bench/generator.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from campfire.config import Settings
+from model.supervisor import stop_process
+
+log = logging.getLogger(__name__)
+
+CONTEXT_ERROR = "exceed_context_size_error"
+PASSED = ("/v1/chat/completions", "/v1/completions")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """In the llama-server child before exec: SIGKILL when the front process dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def upstream_body(body: dict[str, Any], penalties: Any, window: int) -> dict[str, Any]:
+    """The request ``body`` (penalty fields already popped into ``penalties``, a
+    :class:`model.penalty_check.Penalties`) as llama-server takes it: its penalty names, counted over
+    the last ``window`` tokens (the whole context), and usage in the last streamed chunk unless the
+    client said otherwise."""
+    out = dict(body)
+    if penalties.frequency:
+        out["frequency_penalty"] = penalties.frequency
+    if penalties.presence:
+        out["presence_penalty"] = penalties.presence
+    if penalties.repetition != 1.0:
+        out["repeat_penalty"] = penalties.repetition
+    if penalties.active:
+        out["repeat_last_n"] = window  # llama-server refuses -1 ("whole context") in a request
+    if out.get("stream"):
+        out.setdefault("stream_options", {"include_usage": True})
+    return out
+
+
+def context_error(status: int, payload: bytes, context_tokens: int) -> dict[str, Any] | None:
+    """OpenAI's context-length error body for llama-server's ``exceed_context_size_error`` answer
+    (``payload``), else None. ``context_tokens``: the window named in the message."""
+    if status != 400:
+        return None
+    try:
+        error = json.loads(payload).get("error") or {}
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict) or error.get("type") != CONTEXT_ERROR:
+        return None
+    prompt = error.get("n_prompt_tokens")
+    message = f"This model's maximum context length is {context_tokens} tokens; the prompt has {prompt}."
+    return {"detail": message, "error": {"message": message, "type": "invalid_request_error", "code": "context_length_exceeded"}}
+
+
+class LlamaChild:
+    """The ``llama-server`` process: :meth:`start` (waits for its ``/health``), :attr:`alive`, :meth:`stop`."""
+
+    def __init__(self, command: list[str], port: int, startup_timeout_s: float) -> None:
+        self.command = command
+        self.port = port
+        self.startup_timeout_s = startup_timeout_s
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self, http: Any) -> None:
+        """Spawn it (output to this process's stdout/stderr: the generator log) and wait until its
+        ``/health`` answers 200. Raises RuntimeError when it exits or is not ready in time."""
+        t0 = time.perf_counter()
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.command, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        log.info("llama-server starting (pid %d): %s", self.proc.pid, " ".join(self.command))
+        while time.perf_counter() - t0 < self.startup_timeout_s:
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"llama-server exited at start (code {self.proc.returncode})")
+            with contextlib.suppress(Exception):
+                if (await http.get(self.base + "/health")).status_code == 200:
+                    log.info("llama-server ready in %.1f s", time.perf_counter() - t0)
+                    return
+            await asyncio.sleep(0.1)
+        await self.stop()
+        raise RuntimeError(f"llama-server not ready within {self.startup_timeout_s:.0f} s")
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s."""
+        await stop_process(self.proc)
+
+
+def build_llama_app(settings: Settings, binary: Path, gguf: Path, model_name: str):
+    """The FastAPI front serving ``gguf`` through ``llama-server`` at ``binary``; ``/v1/models`` lists
+    ``model_name``. The child starts in the app's lifespan (before the port opens) and stops with it.
+    Returns the app."""
+    import httpx
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+    from model.engine import llama_server_command
+    from model.penalty_check import pop_penalties
+    from model.server import free_port
+    from model.server_metrics import add_metrics
+
+    gen = settings.generator
+    port = free_port()
+    child = LlamaChild(llama_server_command(binary, gguf, port, gen, model_name), port, gen.startup_timeout_s)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+    active = {"n": 0}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        await child.start(http)
+        log.info("generator ready: %s on llama.cpp (%s)", gguf, " ".join(child.command[5:]))
+        try:
+            yield
+        finally:
+            await child.stop()
+            await http.aclose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/health")
+    async def health() -> Response:
+        if not child.alive:
+            return JSONResponse({"status": "llama_server_dead"}, status_code=503)
+        try:
+            upstream = await http.get(child.base + "/health", timeout=5.0)
+        except httpx.HTTPError:
+            return JSONResponse({"status": "llama_server_unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok" if upstream.status_code == 200 else "loading"}, status_code=upstream.status_code)
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "campfire", "created": 0}]}
+
+    async def relay(upstream: httpx.Response):
+        try:
+            async for piece in upstream.aiter_raw():
+                yield piece
+        finally:
+            active["n"] -= 1
+            await upstream.aclose()
+
+    async def generate(request: Request) -> Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise TypeError("the body must be a JSON object")
+            penalties = pop_penalties(body)
+        except (ValueError, TypeError) as err:
+            return JSONResponse({"detail": str(err)}, status_code=400)
+        sent = http.build_request("POST", child.base + request.url.path, json=upstream_body(body, penalties, gen.context_tokens))
+        upstream = await http.send(sent, stream=True)
+        active["n"] += 1
+        if upstream.status_code != 200 or not body.get("stream"):
+            try:
+                payload = await upstream.aread()
+            finally:
+                active["n"] -= 1
+                await upstream.aclose()
+            mapped = context_error(upstream.status_code, payload, gen.context_tokens)
+            if mapped is not None:
+                return JSONResponse(mapped, status_code=400)
+            return Response(payload, status_code=upstream.status_code, media_type=upstream.headers.get("content-type"))
+        return StreamingResponse(relay(upstream), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    for path in PASSED:  # a plain Starlette route: the handler takes the raw request
+        app.add_route(path, generate, methods=["POST"])
+    add_metrics(app, queue_depth=lambda: max(0, active["n"] - gen.max_concurrency))
+    return app

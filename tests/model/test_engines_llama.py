@@ -1,0 +1,122 @@
+"""The llama.cpp engine's own pieces: engine choice, thread and slot sizing, the pinned build and its
+one-line fallback, llama-server's errors in OpenAI's words, and a dead llama-server child noticed
+through ``/health`` (the API both engines share: tests/model/test_engines.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from model import build_llama
+from model.engine import (
+    generator_threads,
+    gguf_of,
+    llama_server_command,
+    resolve_engine,
+)
+from model.llama_server import context_error, upstream_body
+from model.penalty_check import Penalties
+from model.prepare import packaged_gguf
+
+
+def test_threads_follow_the_setting_then_the_environment_then_the_free_cores(make_settings, monkeypatch):
+    assert generator_threads(make_settings(generator={"threads": 3}).generator) == 3
+    monkeypatch.setenv("CAMPFIRE_GENERATOR_THREADS", "5")
+    assert generator_threads(make_settings().generator) == 5
+    monkeypatch.delenv("CAMPFIRE_GENERATOR_THREADS")
+    cores = len(os.sched_getaffinity(0))
+    auto = generator_threads(make_settings().generator)
+    assert 1 <= auto <= max(1, cores - 1)  # one core left for the bot (on this 2-core machine: 1 thread)
+
+
+def test_slots_and_context_come_from_concurrency_and_the_window(make_settings):
+    gen = make_settings(generator={"max_concurrency": 4, "context_tokens": 1024, "threads": 1}).generator
+    cmd = llama_server_command(Path("/bin/llama-server"), Path("/m.gguf"), 4321, gen, "smollm")
+    args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    assert args["--parallel"] == "4" and args["--ctx-size"] == "4096"  # each slot: the whole 1024-token window
+    assert args["--threads"] == "1" and args["--port"] == "4321" and args["--alias"] == "smollm"
+    assert "--metrics" in cmd and args["--host"] == "127.0.0.1"
+
+
+def test_the_gguf_is_the_one_the_folder_was_prepared_from(prepared_model, tmp_path):
+    assert gguf_of(prepared_model) == packaged_gguf()
+    assert gguf_of(packaged_gguf()) == packaged_gguf()  # a .gguf file serves as it is
+    assert gguf_of(tmp_path) is None  # e.g. a fine-tuned folder: transformers only
+
+
+def test_engine_choice(make_settings, prepared_model, monkeypatch, tmp_path):
+    gen = make_settings(generator={"device": "cpu"}).generator
+    assert resolve_engine(gen, prepared_model, "transformers")[0] == "transformers"
+    cuda = make_settings(generator={"device": "cuda"}).generator
+    assert resolve_engine(cuda, prepared_model)[0] == "transformers"
+    monkeypatch.setenv(build_llama.SERVER_ENV, str(tmp_path / "missing-llama-server"))
+    engine, reason = resolve_engine(gen, prepared_model)  # auto without a binary: transformers, saying why
+    assert engine == "transformers" and "not built" in reason
+    with pytest.raises(RuntimeError, match="llama.cpp engine cannot run"):
+        resolve_engine(gen, prepared_model, "llama.cpp")
+    broken = tmp_path / "llama-server"
+    broken.write_text("#!/bin/sh\nexit 132\n")  # what a binary built for another CPU does: it cannot start
+    broken.chmod(0o755)
+    monkeypatch.setenv(build_llama.SERVER_ENV, str(broken))
+    engine, reason = resolve_engine(gen, prepared_model)
+    assert engine == "transformers" and "does not run on this machine" in reason
+
+
+def test_the_sdist_is_pinned_with_its_hash():
+    version, digest = build_llama.pinned()
+    assert version.count(".") == 2 and len(digest) == 64
+    assert build_llama.install_dir("portable", version).name == f"llama.cpp-{version}-portable"
+
+
+def test_a_failed_build_is_one_line_and_not_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CAMPFIRE_LLAMA_CACHE", str(tmp_path / "cache"))
+    wrong = tmp_path / "llama_cpp_python-0.0.0.tar.gz"
+    wrong.write_bytes(b"not the pinned file")
+    assert build_llama.main(["--sdist", str(wrong)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("llama-server: not built (") and "transformers engine" in out[-1]
+    assert "sha256" in out[-1]
+    assert build_llama.main(["--sdist", str(wrong), "--strict"]) == 1
+
+
+def test_llama_server_errors_and_fields_in_campfire_terms():
+    payload = json.dumps({"error": {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 2300,
+                                    "n_ctx": 2048, "message": "request (2300 tokens) exceeds the available context size"}})
+    mapped = context_error(400, payload.encode(), 2048)
+    assert mapped["detail"] == "This model's maximum context length is 2048 tokens; the prompt has 2300."
+    assert context_error(400, b'{"error": {"type": "invalid_request_error"}}', 2048) is None
+    body = upstream_body({"stream": True, "messages": []}, Penalties(frequency=0.5, repetition=1.2), 2048)
+    assert body["repeat_penalty"] == 1.2 and body["frequency_penalty"] == 0.5 and body["repeat_last_n"] == 2048
+    assert body["stream_options"] == {"include_usage": True} and "repetition_penalty" not in body
+    assert "repeat_last_n" not in upstream_body({"messages": []}, Penalties(), 2048)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("engine_generator", ["llama.cpp"], indirect=True)
+async def test_a_dead_llama_server_child_is_restarted_through_health(engine_generator, caplog):
+    """The front answers /health 503 once its llama-server is gone (it keeps running itself); the
+    supervisor then restarts the front, which starts a new llama-server."""
+    server = engine_generator.server
+    front, restarts = server.pid, server.restarts
+    (child,) = _children(front)
+    with caplog.at_level("WARNING", logger="model.supervisor"):
+        os.kill(child, signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        await server.check()  # restarts it — unless the 2-s watchdog got there first
+    assert server.restarts == restarts + 1 and server.pid != front
+    assert any("/health 503" in r.getMessage() for r in caplog.records)  # noticed through /health, not an exit
+    assert len(_children(server.pid)) == 1
+    reply = "".join([d async for d in engine_generator.client.stream_chat([{"role": "user", "content": "Hi"}], max_tokens=4)])
+    assert reply.strip()
