@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from campfire.features.text import clip, pick_line
+from campfire.features.text import clip
 
 if TYPE_CHECKING:
     from campfire.features.types import SavedStory, StoryPlan
@@ -111,10 +111,28 @@ FEEDBACK_GONE_TEXT = "That item is no longer stored, so your feedback was not ke
 FEEDBACK_OPTED_OUT_TEXT = "Recording is off for you, so this was not kept."
 
 
+def participants_note(pick: Pick) -> str:
+    """How many took part in a conversation or thread pick ("4 participants"); '' for other picks."""
+    n = int(getattr(pick, "participants", 0) or 0)
+    return f"{n} participants" if n >= 2 and pick.kind in ("conversation", "thread") else ""
+
+
+def pick_line(pick: Pick, *, width: int = 300) -> str:
+    """One pick as a line of Markdown: ``**Title** (N participants) — reason <link>`` (the title ≤ 80
+    characters, the reason ≤ ``width``; the participants only for a conversation or thread; the link in
+    angle brackets, so Discord shows no preview)."""
+    people = participants_note(pick)
+    line = f"**{clip(pick.title, 80, one_line=True)}**" + (f" ({people})" if people else "")
+    line += f" — {clip(pick.reason, width)}"
+    return f"{line} <{pick.link}>" if pick.link else line
+
+
 def picks_embed(picks: list[Pick], member: discord.abc.User) -> discord.Embed:
     """The picks as one embed within Discord's limits: one field per pick (≤ 25), name ≤ 256 and
     value ≤ 1024 characters, and all text together ≤ 6,000 characters (each field gets an equal
-    share of what the title, author and footer leave); the link is kept whole when the reason is cut."""
+    share of what the title, author and footer leave); the link is kept whole when the reason is cut.
+    A conversation shows its title, how many took part (:func:`participants_note`), its reason and
+    the jump link to its first message."""
     embed = discord.Embed(title="Picked for you", colour=PICKS_COLOUR)
     embed.set_author(name=clip(member.display_name, EMBED_AUTHOR_MAX), icon_url=member.display_avatar.url)
     embed.set_footer(text=PICKS_FOOTER)
@@ -126,8 +144,10 @@ def picks_embed(picks: list[Pick], member: discord.abc.User) -> discord.Embed:
             tail = ""
         # the title gets at most half of what the link leaves, the reason the rest
         name = clip(f"{n}. {pick.title}", min(PICK_FIELD_NAME_MAX, max(16, (share - len(tail)) // 2)), one_line=True)
+        people = participants_note(pick)
+        reason = f"{people} · {pick.reason or 'Recommended for you'}" if people else pick.reason or "Recommended for you"
         room = max(1, min(PICK_FIELD_VALUE_MAX, share - len(name)) - len(tail))
-        embed.add_field(name=name, value=clip(pick.reason or "Recommended for you", room) + tail, inline=False)
+        embed.add_field(name=name, value=clip(reason, room) + tail, inline=False)
     return embed
 
 

@@ -15,6 +15,7 @@ constructor).
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -100,4 +101,9 @@ async def open_app(settings: Settings, secrets: Secrets | None = None, *, genera
                 await asyncio.gather(gen_task, return_exceptions=True)
             raise
         client = await gen_task if gen_task is not None else None
+        # what start-up loaded (the embedder, libraries, indexes) lives as long as the app: moved out of
+        # the collector's sight, so a full collection — triggered on whichever thread allocates, the
+        # event loop's included — walks only what requests create (gc.freeze, Python ≥ 3.7)
+        gc.collect()
+        gc.freeze()
         yield App(settings=settings, store=store, recommender=recommender, generator=client, counter=counter, timings=timings)

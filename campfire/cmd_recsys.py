@@ -47,9 +47,10 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
                             help="user_id, question_id (item id), kind, timestamp")
         parser.add_argument("--items", required=True, metavar="JSONL", help="question_id, title, tags, body_text, created")
         parser.add_argument("--k", type=int, default=10, help="cut-off K of Recall@K and NDCG@K (default 10)")
-        parser.add_argument("--protocol", choices=["time", "static"], default="time",
-                            help="time: hold out each user's last interaction, history = everything before it "
-                                 "(default); static: leave-last-out without time")
+        parser.add_argument("--protocol", choices=["others", "time", "static"], default="others",
+                            help="others: hold out each user's last interaction with an item someone else "
+                                 "authored, history = everything before it, never their own items (default); "
+                                 "time: their last interaction of any kind; static: leave-last-out without time")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -184,8 +185,9 @@ def _print_digest(runs: list[DigestRun], *, dry_run: bool) -> None:
         for mp in run.picks:
             for i, p in enumerate(mp.picks, 1):
                 # member text is data, never rich markup
-                table.add_row(Text(mp.member if i == 1 else ""), str(i), Text(clip(p.title, 60, one_line=True)),
-                              Text(p.reason), f"{p.score:.3f}")
+                people = getattr(p, "participants", 0)
+                title = clip(p.title, 60, one_line=True) + (f" ({people} participants)" if people >= 2 else "")
+                table.add_row(Text(mp.member if i == 1 else ""), str(i), Text(title), Text(p.reason), f"{p.score:.3f}")
         if run.picks:
             console.print(table)
         else:
@@ -194,7 +196,7 @@ def _print_digest(runs: list[DigestRun], *, dry_run: bool) -> None:
 
 # ---- eval ------------------------------------------------------------------------------------------
 def evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    """``campfire eval``: Campfire and four baselines side by side (Recall@K, NDCG@K, MRR, coverage).
+    """``campfire eval``: Campfire and five baselines side by side (Recall@K, NDCG@K, MRR, coverage).
     Exit 2 on unreadable input or a bad option."""
     from pathlib import Path
 

@@ -2,8 +2,10 @@
 of a guild at once (the daily digest), and for one (``/recommend`` is a batch of one).
 
 Guild-wide work is done once — interactions, sent items, permission snapshots, opt-outs and the
-item table (as columns) loaded once; one FAISS batch search of the item index and one of the
-interaction index for every interest vector of every member; neighbourhood scores for all members
+item table (as columns) loaded once, and kept between calls while the database is unchanged
+(:mod:`recsys.snapshot`: a /recommend reuses the guild's snapshot and its derived columns); one
+FAISS batch search of the item index and one of the interaction index for every interest vector of
+every member; neighbourhood scores for all members
 as one sparse table. Members are then ranked ``CHUNK`` at a time as ``(members, candidates)`` arrays:
 the filters, the ranker's features, the scores and MMR are array operations over the whole chunk
 (:func:`recsys.pipeline.rank_rows` / :func:`recsys.pipeline.choose_rows`). Everything but the store
@@ -23,8 +25,17 @@ import numpy as np
 
 from recsys.audience import quote_masks, shared_channels
 from recsys.batch_rank import MIN_ITEM_CAP, SCORING_THREADS, Loaded, Ranked, rank_many
-from recsys.pipeline import CANDIDATES_PER_INTEREST, DEFAULT_MAX_INTERESTS, NEIGHBOUR_HITS, GuildStats, Pick, guild_candidates
+from recsys.pipeline import (
+    CANDIDATES_PER_INTEREST,
+    DEFAULT_MAX_INTERESTS,
+    FRESH_CANDIDATES,
+    NEIGHBOUR_HITS,
+    POPULAR_CANDIDATES,
+    GuildStats,
+    Pick,
+)
 from recsys.reasons import reasons_many
+from recsys.snapshot import guild_snapshot
 from recsys.store import Item, Store
 
 if TYPE_CHECKING:
@@ -40,6 +51,7 @@ log = logging.getLogger(__name__)
 # (≈ 6 MB), plus the vectors of its personal candidates and MMR pools (≈ 30 MB at 384-d); 128
 # already amortises numpy's per-call cost. Chunks are scored by SCORING_THREADS worker threads.
 CHUNK = 128
+FEW_MEMBERS = 8  # up to this many members, the items sent to them are read member by member (indexed)
 _rank_many = rank_many  # the blocking step (a module attribute, so tests can hold a digest here)
 
 
@@ -79,7 +91,7 @@ async def recommend_many(
         return {}
     t0 = time.perf_counter()
     window_start = now - settings.repeat_window_days * 86400.0
-    loaded = await _load(store, stats, guild_id, now, None if exclude_sent else window_start, guild)
+    loaded = await _load(store, stats, guild_id, now, None if exclude_sent else window_start, guild, member_ids)
     shared = None
     if audience is not None:  # the ranking sees only the channels every reader of the post can view
         shared = shared_channels(guild_id, loaded.members, loaded.channels, audience)
@@ -107,21 +119,44 @@ async def recommend_many(
 
 async def _load(
     store: Store, stats: GuildStats, guild_id: int, now: float, sent_since: float | None,
-    guild: Mapping[str, Any] | None,
+    guild: Mapping[str, Any] | None, member_ids: list[int],
 ) -> Loaded:
-    """The store reads of one pass (on the event loop; the guild row only when not given)."""
+    """The store reads of one pass (on the event loop; the guild row only when not given): the guild's
+    snapshot (:mod:`recsys.snapshot`, re-read only when the database changed) and what depends on
+    ``now`` — the items sent since ``sent_since`` (per member for a few members, else in one query)
+    and the shared candidates (sorting the guild's stats: in a worker thread)."""
     if guild is None:
         guild = await store.get_guild(guild_id) or {}
+    snap = await guild_snapshot(store, guild_id)
+    if len(member_ids) <= FEW_MEMBERS:
+        since = sent_since if sent_since is not None else -1e18
+        sent_by = {m: s for m in dict.fromkeys(member_ids) if (s := await store.recommended_since(guild_id, m, since))}
+    else:
+        sent_by = await store.recommended_by_member(guild_id, sent_since)
     return Loaded(
-        interactions=await store.interactions(guild_id),
-        table=await store.item_columns(guild_id),
-        members={m["user_id"]: m for m in await store.members(guild_id)},
-        channels=await store.channels(guild_id),
-        nsfw_ok=bool(guild.get("nsfw_allowed")),
-        opted=await store.opted_out_ids(guild_id),
-        sent_by=await store.recommended_by_member(guild_id, sent_since),
-        shared=await guild_candidates(store, stats, guild_id, now),
+        interactions=snap.interactions, table=snap.table, members=snap.members, channels=snap.channels,
+        nsfw_ok=bool(guild.get("nsfw_allowed")), opted=snap.opted, sent_by=sent_by,
+        shared=await asyncio.to_thread(shared_candidates, snap.table, snap.derived, stats, now), pairs=snap.pairs,
+        story_ids=snap.story_ids,
+        derived=snap.derived,
     )
+
+
+def shared_candidates(table: Mapping[str, np.ndarray], derived: dict, stats: GuildStats, now: float) -> set[int]:
+    """:func:`recsys.pipeline.guild_candidates` from a current snapshot's item columns instead of the
+    store: the ``FRESH_CANDIDATES`` newest items created at or before ``now`` (newest first, then the
+    higher id, as its query orders them) and the stats' trending, popular and most active items (the
+    same expressions, computed once per ``stats`` object and kept in ``derived``)."""
+    got = derived.get("popular")
+    if got is None or got[0] is not stats:
+        top = set(sorted(stats.trending, key=stats.trending.get, reverse=True)[:POPULAR_CANDIDATES])
+        top.update(sorted(stats.popularity, key=stats.popularity.get, reverse=True)[:POPULAR_CANDIDATES])
+        top.update(stats.most_active(POPULAR_CANDIDATES))
+        got = derived["popular"] = (stats, frozenset(top))
+    ids, created = table["id"], table["created_at"]
+    at = np.flatnonzero(created <= now)
+    newest = at[np.lexsort((-ids[at], -created[at]))[:FRESH_CANDIDATES]]
+    return set(ids[newest].tolist()) | got[1]
 
 
 def _with_reasons(

@@ -4,27 +4,30 @@ the neighbourhood table, visibility classes, and sorted-key lookups. All blockin
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
 
-from recsys.pipeline import profile_interactions, visible_from_snapshot
+from recsys.eligibility import (
+    candidate_mask,
+    member_item_rows,
+    rejected_stories,
+    rows_of,
+)
+from recsys.pipeline import (
+    NOT_PROFILE,
+    GuildStats,
+    profile_interactions,
+    visible_from_snapshot,
+)
 from recsys.profile import MIN_PER_INTEREST, Profile, build_profile
 from recsys.store import Interaction
 
 if TYPE_CHECKING:
     from campfire.config import RecsysSettings
     from recsys.index import VectorIndex
-
-
-def rows_of(ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-    """Rows of the sorted item table ``ids`` for ``item_ids`` (any shape); -1 where absent."""
-    item_ids = np.asarray(item_ids, np.int64)
-    if len(ids) == 0:
-        return np.full(item_ids.shape, -1, np.int64)
-    p = np.minimum(np.searchsorted(ids, item_ids), len(ids) - 1)
-    return np.where(ids[p] == item_ids, p, -1)
 
 
 def in_sorted(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +72,8 @@ def profiles(
                 at.append(r)
         hv = every[at] if at else np.zeros((0, dim), np.float32)
         used_by[m] = (used, hv)
-        if max_interests > 1 and sum(i.weight > 0 for i in used) >= 2 * MIN_PER_INTEREST:
+        enough = len(used) >= 2 * MIN_PER_INTEREST and sum(i.weight > 0 for i in used) >= 2 * MIN_PER_INTEREST
+        if max_interests > 1 and enough:
             profiles[m] = build_profile(hv, np.array([i.weight for i in used]),
                                         np.array([(now - i.created_at) / 86400.0 for i in used]),
                                         half_life_days=settings.half_life_days, max_interests=max_interests)
@@ -176,3 +180,93 @@ def visibility(
 def _unit(m: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(m, axis=-1, keepdims=True)
     return (m / np.where(n > 0, n, 1)).astype(np.float32)
+
+
+@dataclass
+class ColumnBase:
+    """What :func:`recsys.batch_rank._columns` derives from a guild's snapshot independently of the
+    members and of ``now`` (cached in the snapshot, :mod:`recsys.snapshot`, for the ``stats`` it was
+    made with). Columns ``(n,)`` over the item table; interactions by member."""
+
+    stats: GuildStats  # derived with this GuildStats object (compared by identity)
+    ok_static: np.ndarray  # a candidate, no opted-out author, not low-substance, not a rejected story
+    conv: np.ndarray  # conversation_id (-1 = none)
+    last_active: np.ndarray  # rolled up into conversations (roll_up)
+    popularity: np.ndarray
+    trending: np.ndarray
+    code: dict[int, int]  # member -> code (every member with an interaction)
+    pair_code: np.ndarray  # (P,) positive engagements (code, item id), sorted unique ...
+    pair_item: np.ndarray
+    pair_first: np.ndarray  # ... with the time of the earliest one (UNIX s)
+    e_member: np.ndarray  # engaged (code, row) pairs of every engagement (conversations included)
+    e_rows: np.ndarray
+    inter_ids: np.ndarray  # every interaction id, sorted, and its owner's code
+    inter_code: np.ndarray
+    chan_ids: np.ndarray  # np.unique of the channel column and each row's index into it
+    chan_of: np.ndarray
+    history: dict[int, list[Interaction]] = field(default_factory=dict)  # member -> interactions, oldest first
+
+
+def column_base(
+    table: dict[str, np.ndarray], interactions: list[Interaction], opted: set[int], story_ids: frozenset[int],
+    stats: GuildStats,
+) -> ColumnBase:
+    """The :class:`ColumnBase` of a guild's item ``table`` (``Store.item_columns``) and ``interactions``."""
+    ids = table["id"]
+    id_list = ids.tolist()
+    conv = table.get("conversation_id", np.full(len(ids), -1, np.int64))
+    ok = ~np.isin(table["author_id"], np.array(sorted(opted), np.int64))
+    ok &= ~np.isin(ids, np.fromiter(stats.low_substance, np.int64, len(stats.low_substance)))  # recsys.substance
+    ok &= candidate_mask(ids, conv)  # recsys.eligibility: a message inside a conversation is represented by it
+    rated_down = {i.item_id for i in interactions if i.kind == "rated_down"}
+    ok &= ~rejected_stories(story_ids, rated_down, ids, table["rating"])
+    history: dict[int, list[Interaction]] = {}
+    for i in interactions:
+        history.setdefault(i.member_id, []).append(i)
+    code = {m: c for c, m in enumerate(sorted(history))}
+    first: dict[tuple[int, int], float] = {}
+    for i in interactions:
+        if i.item_id is not None and i.weight > 0 and i.kind not in NOT_PROFILE:
+            key = (code[i.member_id], i.item_id)
+            first[key] = min(first.get(key, np.inf), i.created_at)
+    keys = sorted(first)
+    pairs = np.array(keys, np.int64).reshape(-1, 2)
+    e_member, e_rows = engaged_rows(ids, conv, pairs[:, 0], pairs[:, 1])
+    inter_ids = np.array(sorted(i.id for i in interactions), np.int64)
+    owner = {i.id: code[i.member_id] for i in interactions}
+    last_active, popularity, trending = roll_up(ids, conv, (
+        np.array([stats.last_active.get(i, 0.0) for i in id_list], np.float64),
+        np.array([stats.popularity.get(i, 0) for i in id_list], np.float64),
+        np.array([stats.trending.get(i, 0) for i in id_list], np.float64)))
+    chan_ids, chan_of = np.unique(table["channel_id"], return_inverse=True)
+    return ColumnBase(
+        stats=stats, ok_static=ok, conv=conv, last_active=last_active, popularity=popularity, trending=trending,
+        code=code, pair_code=pairs[:, 0].copy(), pair_item=pairs[:, 1].copy(),
+        pair_first=np.array([first[k] for k in keys], np.float64), e_member=e_member, e_rows=e_rows,
+        inter_ids=inter_ids, inter_code=np.array([owner[i] for i in inter_ids.tolist()], np.int64),
+        chan_ids=chan_ids, chan_of=chan_of.reshape(-1), history=history,
+    )
+
+
+def engaged_rows(ids: np.ndarray, conv: np.ndarray, codes: np.ndarray, item_ids: np.ndarray):
+    """Positive engagements ``(code, item id)`` as sorted unique ``(code, row)`` arrays, engaging with a
+    message inside a conversation engaging with the conversation too."""
+    e_member, e_rows = member_item_rows(ids, conv, codes, item_ids)
+    e_key = np.unique(e_member * max(len(ids), 1) + e_rows)
+    return e_key // max(len(ids), 1), e_key % max(len(ids), 1)
+
+
+def roll_up(
+    ids: np.ndarray, conv: np.ndarray, cols: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(last_active, popularity, trending)``, each ``(n,)``, with each conversation's messages' own
+    added to the conversation's row: its latest activity (max) and its engagement counts (sums) —
+    a conversation is as alive and as well received as its messages."""
+    last, pop, trend = (c.copy() for c in cols)
+    inner = np.flatnonzero((conv >= 0) & (conv != ids))
+    crow = rows_of(ids, conv[inner])
+    src, dst = inner[crow >= 0], crow[crow >= 0]
+    np.maximum.at(last, dst, cols[0][src])
+    np.add.at(pop, dst, cols[1][src])
+    np.add.at(trend, dst, cols[2][src])
+    return last, pop, trend

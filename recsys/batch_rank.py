@@ -2,9 +2,12 @@
 reads (:class:`Loaded`) to each member's chosen item-table rows (:class:`Ranked`).
 
 Steps: the item-table columns every member shares (:func:`_columns`); profiles; one FAISS batch
-search per index and the neighbourhood table (:func:`_search`); what each member must not get again
-(:func:`_seen_keys`); then chunks of ``chunk`` members scored in worker threads (:func:`_score`) and
-chosen with MMR in member order (:func:`_choose`, which applies the per-item cap).
+search per index and the neighbourhood table (:func:`_search`); what each member must not get
+(:mod:`recsys.eligibility`: candidates only, never their own, their conversations, what they saw or
+were sent); then chunks of ``chunk`` members scored in worker threads (:func:`_score`; members with no
+profile get :func:`cold_start_scores`, ties broken by :func:`tiebreak_keys`) and chosen with MMR in
+member order (:func:`_choose`, which applies the per-item cap); each member's picks are then shown
+best score first.
 Shapes: M members, n item-table rows (sorted by item id), dim the embedding size.
 """
 
@@ -14,13 +17,32 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recsys.batch_arrays import in_sorted, key_slice, neighbour_table, profiles, rows_of, visibility
-from recsys.pipeline import NOT_PROFILE, GuildStats, active_time, choose_rows, latest_activity, order_rows, rank_rows, seen_items
+from recsys.batch_arrays import (
+    ColumnBase,
+    column_base,
+    engaged_rows,
+    in_sorted,
+    key_slice,
+    neighbour_table,
+    profiles,
+    rows_of,
+    visibility,
+)
+from recsys.eligibility import excluded_keys
+from recsys.pipeline import (
+    GuildStats,
+    active_time,
+    choose_rows,
+    latest_activity,
+    order_rows,
+    rank_rows,
+    seen_items,
+)
 from recsys.profile import similarity_rows
 from recsys.store import Interaction
 
@@ -47,6 +69,9 @@ class Loaded:
     opted: set[int]
     sent_by: dict[int, set[int]]
     shared: set[int]  # candidates every member gets (newest, trending, popular, active)
+    pairs: tuple[np.ndarray, np.ndarray] | None = None  # Store.item_member_pairs (recsys.eligibility)
+    story_ids: frozenset[int] = frozenset()  # the guild's generated stories (a rated-down one is no candidate)
+    derived: dict = field(default_factory=dict)  # the snapshot's cache of column_base (recsys.snapshot)
 
 
 @dataclass
@@ -69,10 +94,10 @@ class _Columns:
     rating: np.ndarray
     chan: np.ndarray
     author: np.ndarray
-    ok_all: np.ndarray  # not in the future, no opted-out author, NSFW allowed
+    ok_all: np.ndarray  # a candidate (recsys.eligibility), not in the future, no opted-out author, NSFW allowed
+    conversation: np.ndarray  # a conversation or thread item (its conversation_id is its own id)
     shared_rows: np.ndarray  # rows every member gets as candidates
-    owner_of: dict[int, int]  # interaction id -> member, every interaction of the guild
-    code: dict[int, int]  # member -> code in the CSR
+    base: ColumnBase  # the snapshot's member- and now-independent part (codes, interaction owners, channels)
     indptr: np.ndarray  # CSR: code -> its positively engaged item rows
     e_rows: np.ndarray
 
@@ -98,19 +123,19 @@ def rank_many(
 ) -> Ranked:
     """Everything of :func:`recsys.batch.recommend_many` between the store reads and the reasons (blocking)."""
     t0 = time.perf_counter()
-    history: dict[int, list[Interaction]] = {}
-    wanted = set(member_ids)
-    for i in loaded.interactions:
-        if i.created_at <= now and i.member_id in wanted:
-            history.setdefault(i.member_id, []).append(i)
     cols = _columns(loaded, stats, now)
+    history = {m: rows for m in dict.fromkeys(member_ids)
+               if (rows := [i for i in cols.base.history.get(m, ()) if i.created_at <= now])}
     profs, used_by = profiles(member_ids, history, item_index, inter_index, settings, now, max_interests, item_index.dim)
     found = _search(cols, profs, member_ids, item_index, inter_index, per_interest, neighbour_hits)
     union = np.union1d(cols.shared_rows, found.personal[found.personal >= 0])
     cvec_all = np.zeros((len(cols.ids), item_index.dim), np.float32)
     cvec_all[union] = item_index.matrix(cols.ids[union])[0]
-    seen_key = _seen_keys(cols.ids, member_ids, history, loaded.sent_by, window_start)
-    chan_ids, chan_of = np.unique(cols.chan, return_inverse=True)
+    conv = loaded.table.get("conversation_id", np.full(len(cols.ids), -1, np.int64))
+    seen_key = excluded_keys(cols.ids, conv, member_ids,
+                             [seen_items(history.get(m, []), window_start) | loaded.sent_by.get(m, set())
+                              for m in member_ids], loaded.pairs)
+    chan_ids, chan_of = cols.base.chan_ids, cols.base.chan_of
     vis, vis_class = visibility(guild_id, loaded.members, loaded.channels, member_ids, chan_ids)
     seen_at = [latest_activity(history.get(m, [])) for m in member_ids]
     last_seen = np.array([-np.inf if t is None else t for t in seen_at], np.float64)
@@ -119,7 +144,7 @@ def rank_many(
     def score(b0: int, b1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Members ``b0:b1``: their candidates' item rows, valid mask, logits and order, all ``(B, L)``."""
         seen = _slice_seen(seen_key, b0, b1, len(cols.ids))
-        visible = lambda pos: vis[vis_class[b0:b1, None], chan_of[pos]]  # noqa: E731
+        visible = lambda pos: vis[vis_class[b0:b1, None], chan_of[pos]]
         return _score(cols, found, cvec_all, ranker, b0, b1, seen, visible, np.array(member_ids[b0:b1], np.int64),
                       last_seen[b0:b1, None], now, stats.rate)
 
@@ -132,31 +157,29 @@ def rank_many(
 
 def _columns(loaded: Loaded, stats: GuildStats, now: float) -> _Columns:
     """The item-table columns every member shares and the guild's positive engagements as a CSR
-    (member code -> item rows; the neighbourhood signal)."""
+    (member code -> item rows; the neighbourhood signal): the snapshot's :class:`ColumnBase` (made
+    once per snapshot and stats) finished for ``now``, the guild's NSFW rule and shared candidates."""
+    got = loaded.derived.get("base")
+    base = got if got is not None and got.stats is stats else None
+    if base is None:
+        base = loaded.derived["base"] = column_base(loaded.table, loaded.interactions, loaded.opted,
+                                                    loaded.story_ids, stats)
     table = loaded.table
-    ids = table["id"]
-    created, chan, author = table["created_at"], table["channel_id"], table["author_id"]
-    id_list = ids.tolist()
-    ok_all = (created <= now) & ~np.isin(author, np.array(sorted(loaded.opted), np.int64))
-    ok_all &= ~np.isin(ids, np.fromiter(stats.low_substance, np.int64, len(stats.low_substance)))  # recsys.substance
+    ids, created, chan = table["id"], table["created_at"], table["channel_id"]
+    ok_all = base.ok_static & (created <= now)
     if not loaded.nsfw_ok:
         nsfw_channels = np.array(sorted(c["id"] for c in loaded.channels if c["nsfw"]), np.int64)
         ok_all &= ~table["nsfw"] & ~np.isin(chan, nsfw_channels)
     shared_rows = np.unique(rows_of(ids, np.array(sorted(loaded.shared), np.int64)))
-    owner_of = {i.id: i.member_id for i in loaded.interactions}  # every interaction in the index
-    code = {m: c for c, m in enumerate(sorted(set(owner_of.values())))}
-    pairs = np.array(sorted({(code[i.member_id], i.item_id) for i in loaded.interactions
-                             if i.item_id is not None and i.weight > 0 and i.kind not in NOT_PROFILE
-                             and i.created_at < now}), np.int64).reshape(-1, 2)
-    e_rows = rows_of(ids, pairs[:, 1])
-    e_member, e_rows = pairs[:, 0][e_rows >= 0], e_rows[e_rows >= 0]
+    e_member, e_rows = base.e_member, base.e_rows
+    if len(base.pair_first) and base.pair_first.max() >= now:  # engagements after now do not count
+        before = base.pair_first < now
+        e_member, e_rows = engaged_rows(ids, base.conv, base.pair_code[before], base.pair_item[before])
     return _Columns(
-        ids=ids, created=created,
-        active=active_time(created, np.array([stats.last_active.get(i, 0.0) for i in id_list], np.float64), now),
-        popularity=np.array([stats.popularity.get(i, 0) for i in id_list], np.float64),
-        trending=np.array([stats.trending.get(i, 0) for i in id_list], np.float64),
-        rating=table["rating"], chan=chan, author=author, ok_all=ok_all, shared_rows=shared_rows[shared_rows >= 0],
-        owner_of=owner_of, code=code, indptr=np.searchsorted(e_member, np.arange(len(code) + 1)), e_rows=e_rows,
+        ids=ids, created=created, active=active_time(created, base.last_active, now), popularity=base.popularity,
+        trending=base.trending, rating=table["rating"], chan=chan, author=table["author_id"], ok_all=ok_all,
+        shared_rows=shared_rows[shared_rows >= 0], conversation=base.conv == ids, base=base,
+        indptr=np.searchsorted(e_member, np.arange(len(base.code) + 1)), e_rows=e_rows,
     )
 
 
@@ -182,11 +205,10 @@ def _search(
         out.has_interest[q_member, q_slot] = True
         hits[q_member, q_slot] = rows_of(cols.ids, item_index.search(qm, per_interest)[1])
         inter_sims, inter_hits = inter_index.search(qm, neighbour_hits)
-        inter_ids = np.array(sorted(cols.owner_of), np.int64)
-        inter_code = np.array([cols.code[cols.owner_of[i]] for i in inter_ids.tolist()], np.int64)
+        inter_ids, inter_code = cols.base.inter_ids, cols.base.inter_code
         at = rows_of(inter_ids, inter_hits)
         hit_owner = np.where(at >= 0, inter_code[np.maximum(at, 0)], -1) if len(inter_ids) else np.full_like(at, -1)
-        self_code = np.array([cols.code.get(m, -2) for m in member_ids], np.int64)
+        self_code = np.array([cols.base.code.get(m, -2) for m in member_ids], np.int64)
         out.nb_key, out.nb_val = neighbour_table(q_member, hit_owner, inter_sims, self_code, cols.indptr, cols.e_rows,
                                                  n_rows)
         nb_member, nb_row = out.nb_key // max(n_rows, 1), out.nb_key % max(n_rows, 1)
@@ -203,25 +225,9 @@ def _search(
     return out
 
 
-def _seen_keys(
-    ids: np.ndarray, member_ids: list[int], history: dict[int, list[Interaction]], sent_by: dict[int, set[int]],
-    window_start: float,
-) -> np.ndarray:
-    """What each member must not get again — their interactions and sent items — as sorted keys
-    ``member index × n + item row``."""
-    n_rows = len(ids)
-    seen_member: list[int] = []
-    seen_item: list[int] = []
-    for b, m in enumerate(member_ids):
-        its = seen_items(history.get(m, []), window_start) | sent_by.get(m, set())
-        seen_member += [b] * len(its)
-        seen_item += its
-    seen_rows = rows_of(ids, np.array(seen_item, np.int64))
-    return np.unique(np.array(seen_member, np.int64)[seen_rows >= 0] * n_rows + seen_rows[seen_rows >= 0])
-
-
 def _slice_seen(seen_key: np.ndarray, b0: int, b1: int, n_rows: int):
-    """A test ``key (B, L) -> seen (B, L) bool`` for members ``b0:b1`` against :func:`_seen_keys`."""
+    """A test ``key (B, L) -> seen (B, L) bool`` for members ``b0:b1`` against the excluded keys
+    (:func:`recsys.eligibility.excluded_keys`)."""
     keys = key_slice(seen_key, b0 * n_rows, b1 * n_rows)[0]
     return lambda key: in_sorted(keys, key)[0]
 
@@ -257,7 +263,39 @@ def _score(
         created=cols.created[pos], active=cols.active[pos], popularity=cols.popularity[pos],
         trending=cols.trending[pos], rating=cols.rating[pos], last_seen=last_seen, now=now, rate=rate,
     )
-    return pos, valid, logits, order_rows(logits)
+    # the conversation is the unit worth opening: a question with its answers over a lone line
+    logits = logits + np.where(valid & cols.conversation[pos], CONVERSATION_LOGIT, 0.0)
+    cold = ~found.has_interest[b0:b1].any(axis=1) & ~found.has_negative[b0:b1]
+    if cold.any():  # no profile: the guild's well-received recent conversations
+        newest = float(cols.created[cols.created <= now].max(initial=now))
+        scores = cold_start_scores(cols.popularity[pos[cold]], cols.rating[pos[cold]], cols.created[pos[cold]],
+                                   cols.conversation[pos[cold]], newest)
+        logits[cold] = np.where(valid[cold], scores, -np.inf)
+    return pos, valid, logits, order_rows(logits, tiebreak_keys(mids[:, None], cols.ids[pos], int(now // 86400)))
+
+
+# Logit added to a conversation or thread over a lone line (about e² ≈ 7× the odds): on the 7 ubuntu_irc
+# exports (bench/digest_quality.py) lone lines are mostly halves of exchanges the builder could not
+# link ("Not necessarily. I've done it before…"); without it 37% of chat picks were conversations.
+CONVERSATION_LOGIT = 2.0
+COLD_HALF_LIFE_DAYS = 14.0  # cold start: an item's standing halves every two weeks before the guild's newest item
+CONVERSATION_BONUS = 1.0  # cold start: a conversation (a question with its answers) over a lone line
+
+
+def cold_start_scores(
+    popularity: np.ndarray, rating: np.ndarray, created: np.ndarray, conversation: np.ndarray, newest: float
+) -> np.ndarray:
+    """Logits for a member with no profile (any equal shapes): how well received an item is —
+    ``log1p(popularity)`` (positive interactions by others) + ``sign(rating)·log1p(|rating|)`` +
+    :data:`CONVERSATION_BONUS` for a conversation — decayed by its age before the guild's ``newest``
+    item (UNIX s; half-life :data:`COLD_HALF_LIFE_DAYS`, so an archive's last weeks count as recent),
+    plus a small recency term that orders items nobody engaged with yet, newest first."""
+    age_days = np.clip((newest - np.asarray(created, np.float64)) / 86400.0, 0, None)
+    decay = np.power(0.5, age_days / COLD_HALF_LIFE_DAYS)
+    rating = np.asarray(rating, np.float64)
+    received = (np.log1p(np.asarray(popularity, np.float64)) + np.sign(rating) * np.log1p(np.abs(rating))
+                + CONVERSATION_BONUS * np.asarray(conversation, np.float64))
+    return received * decay + 0.01 * decay
 
 
 def _choose(
@@ -267,7 +305,7 @@ def _choose(
     """MMR picks per member: chunks scored ahead in worker threads (numpy releases the GIL), chosen in
     member order because of the per-item cap. Returns (member -> (row, logit) best first, row -> vector)."""
     n_members = len(member_ids)
-    cap = max(MIN_ITEM_CAP, int(np.ceil(max_item_share * n_members))) if max_item_share is not None else None
+    cap = max(MIN_ITEM_CAP, int(np.floor(max_item_share * n_members + 1e-9))) if max_item_share is not None else None
     given = np.zeros(n_rows, np.int64)
     picked: dict[int, list[tuple[int, float]]] = {}
     cvec_picked: dict[int, np.ndarray] = {}
@@ -280,6 +318,8 @@ def _choose(
             if c + SCORING_THREADS + 1 < len(bounds):
                 ahead.append(pool_.submit(score, *bounds[c + SCORING_THREADS + 1]))
             nb = len(pos)
+            rank = np.empty_like(order)  # each column's place in the member's score order
+            np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
 
             def choose(r0: int, pos=pos, valid=valid, logits=logits, order=order) -> tuple[np.ndarray, np.ndarray]:
                 """MMR picks for rows ``r0:`` of the chunk, items already given to ``cap`` members left out."""
@@ -298,11 +338,28 @@ def _choose(
                 sel = picks[r][picks[r] >= 0]
                 if not len(sel):
                     continue
-                rows = pos[r, sel]
+                sel = sel[np.argsort(rank[r, sel], kind="stable")]  # shown best score first (ties: tie-break)
+                rows = pos[r, sel]  # distinct rows (a member's candidates are de-duplicated)
                 picked[member_ids[b0 + r]] = list(zip(rows.tolist(), logits[r, sel].tolist(), strict=True))
-                for p in rows.tolist():
-                    cvec_picked[p] = cvec_all[p]
-                    given[p] += 1
-                    if cap is not None and given[p] >= cap:
-                        filled.add(p)
+                given[rows] += 1
+                if cap is not None:
+                    filled.update(rows[given[rows] >= cap].tolist())
+    for p in np.flatnonzero(given).tolist():
+        cvec_picked[p] = cvec_all[p]
     return picked, cvec_picked
+
+
+def tiebreak_keys(member_ids: np.ndarray, item_ids: np.ndarray, day: int) -> np.ndarray:
+    """Deterministic tie-break keys ``(B, L) uint64`` for ``member_ids (B, 1)`` × ``item_ids (B, L)`` on
+    ``day`` (days since the epoch): a splitmix64 hash (Steele et al. 2014) of the three, so equal
+    scores are ordered the same way all day for a member (/recommend and the digest agree) but not
+    always by item id across members and days."""
+    with np.errstate(over="ignore"):
+        x = (np.asarray(item_ids, np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+             ^ np.asarray(member_ids, np.int64).astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+             ^ np.uint64(day & 0xFFFFFFFF) * np.uint64(0x94D049BB133111EB))
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))

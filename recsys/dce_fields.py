@@ -24,7 +24,8 @@ MAX_ID = 2**63 - 1  # SQLite INTEGER
 @dataclass(slots=True)
 class Msg:
     """One readable message: ``created_at`` UNIX s; ``reactions`` the total count; ``reactors`` user
-    ids that reacted (where the export lists them)."""
+    ids that reacted (where the export lists them); ``mention_ids`` the users it @mentions (DCE
+    ``mentions[].id``, each once, in order)."""
 
     id: int
     type: str
@@ -34,6 +35,7 @@ class Msg:
     reply_to: int | None
     reactions: int = 0
     reactors: list[int] = field(default_factory=list)
+    mention_ids: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -203,6 +205,8 @@ def read_message(obj: Any, index: int, problems: Problems) -> tuple[Msg | None, 
         user = read_user(u, problems, where, f"mentions[{i}]", "that mention skipped")
         if user is not None:
             users.append(user)
+            if user.id not in msg.mention_ids:
+                msg.mention_ids += (user.id,)
     _read_reactions(obj, msg, users, problems, where)
     return msg, mid, users
 

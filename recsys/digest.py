@@ -18,13 +18,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from recsys.audience import screen_recorded
+from recsys.guild_ranker import load_ranker
 
 if TYPE_CHECKING:
     from recsys.service import Pick, Recommender
     from recsys.store import Store
 
 MIN_INTERACTIONS = 3  # --all-members: members with at least this many interactions
-MAX_ITEM_SHARE = 0.1  # one item goes to at most this share of a digest's members (never fewer than 10)
+MAX_ITEM_SHARE = 0.05  # one item goes to at most this share of a digest's members (never fewer than 10; issue 11)
 # Large digests search FAISS shallower (cost grows with k): nearest items / interactions per interest
 # vector once more than SHALLOW_ABOVE members are due (below that, recommend's 200 / 100). On the real
 # ubuntu_irc guild (437 members) depth 50 cut distinct picks 368 -> 309 and catalogue picks 2.4% -> 0.5%.
@@ -88,6 +89,7 @@ async def daily_picks(
     k = k or recommender.settings.recsys.picks_per_member
     now = min(time.time(), end) if now is None else float(now)
 
+    await load_ranker(recommender, guild_id)  # the guild's own ranker when it has one (recsys.guild_ranker)
     async with recommender.exclusive():  # a member forgotten meanwhile waits, then leaves nothing behind
         members = {m["user_id"]: m for m in await store.subscribed_members(guild_id)}
         if all_members:

@@ -47,6 +47,13 @@ class EmbedQueue:
         """``(owner, id)`` of every row waiting."""
         return {(o, i) for o, i, _, _ in self._pending}
 
+    def discard(self, owner: str, ids: Iterable[int]) -> None:
+        """Drop the waiting rows of ``owner`` (``item`` / ``interaction``) with these ids (their text
+        changed since they were queued; the caller queues the new one)."""
+        stale = set(ids)
+        if any(o == owner and i in stale for o, i, _, _ in self._pending):
+            self._pending = deque(r for r in self._pending if not (r[0] == owner and r[1] in stale))
+
     def push(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
         """Queue ``(owner, id, guild_id, text)`` rows and start the worker."""
         self._pending.extend(rows)
@@ -86,6 +93,8 @@ class EmbedQueue:
                 self._error = err
 
     async def _embed_batch(self, batch: list[tuple[str, int, int, str]]) -> None:
+        last = {(r[0], r[1]): k for k, r in enumerate(batch)}  # one row per id: the latest text wins
+        batch = [r for k, r in enumerate(batch) if last[(r[0], r[1])] == k]
         names = {gid: await self.member_names(gid) for gid in {r[2] for r in batch}}
         vecs = await self._encode_reusing([embedding_text(text, names[gid]) for _, _, gid, text in batch])
         async with self._lock():

@@ -4,7 +4,8 @@
 ``items.jsonl`` with ``question_id, title, tags, body_text, created`` and optionally ``rating`` (else
 ``score``: read as ``campfire import-items`` reads a catalogue's rating, the ranker's ``rating`` input).
 Kinds ``ask``/``answer`` map to Campfire's ``authored``/``replied`` (their profile weights); any of
-Campfire's own kinds may be used directly.
+Campfire's own kinds may be used directly. An item's author is the user of its first ``authored``
+interaction (the asker); the ``others`` protocol never offers users their own items.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Dataset:
     ts: np.ndarray  # (E,) UNIX s
     n_users: int
     rating: np.ndarray | None = None  # (M,) the items' ratings (``rating``, else ``score``; 0 when absent)
+    # (M,) user index of the item's author (the first ``authored`` interaction: se_beer's ``ask``), -1 unknown
+    author: np.ndarray | None = None
+    user_ids: list[str] | None = None  # external user ids, index = user index
 
 
 def _parse_time(value: str, where: str) -> float:
@@ -117,17 +121,24 @@ def load_dataset(interactions_csv: str | Path, items_jsonl: str | Path) -> Datas
             uid = user_index.setdefault(str(row["user_id"]), len(user_index))
             events.append((_parse_time(row["timestamp"], f"{inter_path}:{n}"), n, kind, uid, qid))
     events.sort()
+    items_arr = np.array([index[e[4]] for e in events], np.int64)
+    author = np.full(len(ids), -1, np.int64)
+    for (_, _, kind, uid, _), i in zip(reversed(events), items_arr[::-1].tolist(), strict=True):
+        if kind == "authored":
+            author[i] = uid  # reversed: the earliest authored interaction wins
     return Dataset(
         item_ids=ids,
         texts=texts,
         created=np.array(created, np.float64),
         users=np.array([e[3] for e in events], np.int64),
-        items=np.array([index[e[4]] for e in events], np.int64),
+        items=items_arr,
         kinds=[e[2] for e in events],
         weights=np.array([DEFAULT_WEIGHTS[e[2]] for e in events], np.float64),
         ts=np.array([e[0] for e in events], np.float64),
         n_users=len(user_index),
         rating=np.array(rating, np.float64),
+        author=author,
+        user_ids=list(user_index),
     )
 
 

@@ -21,11 +21,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.catalogue import import_items
+from recsys.conversation_sync import chat_line_row, sync_conversations
 from recsys.dce import (
     CONTENT_TYPES,
     THREAD_OPENING_MESSAGES,
@@ -54,6 +55,7 @@ class _Plan:
     items: list[Item]
     interactions: list[dict[str, Any]]
     pending_replies: list[tuple[int, dict[str, Any]]]  # (target message id, interaction row)
+    lines: list[dict[str, Any]]  # chat lines: every member message, short ones too (recsys.conversation_sync)
 
 
 def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
@@ -64,9 +66,12 @@ def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
     pending: list[tuple[int, dict[str, Any]]] = []
     replies_to: dict[int, int] = {}
     sighted = {"exported_at": exp.exported_at} if exp.exported_at is not None else {}  # recsys.ingest_sync
+    lines = []
     for m in exp.messages:
         if m.reply_to is not None:
             replies_to[m.reply_to] = replies_to.get(m.reply_to, 0) + 1
+        if m.type in CONTENT_TYPES and m.text and m.author_id not in exp.bots:
+            lines.append(chat_line_row(m.id, gid, cid, m.author_id, m.created_at, m.text, m.reply_to, m.mention_ids))
     for m in exp.messages:
         if m.type not in CONTENT_TYPES or not m.text or m.author_id in exp.bots:
             continue
@@ -119,7 +124,7 @@ def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
                     seen.add(m.author_id)
                     rows.append({"guild_id": gid, "member_id": m.author_id, "item_id": cid, "kind": "replied",
                                  "created_at": m.created_at, "text": thread_text, "source_id": m.id})
-    return _Plan(list(items.values()), rows, pending)
+    return _Plan(list(items.values()), rows, pending, lines)
 
 
 async def _write_export(recommender: Recommender, exp: _Export, plan: _Plan) -> tuple[int, int]:
@@ -134,6 +139,7 @@ async def _write_export(recommender: Recommender, exp: _Export, plan: _Plan) -> 
             name = f"user {uid}"  # no nickname, global name or name in the export; a later one replaces it
         await store.upsert_member(exp.guild_id, uid, name, role_ids=roles, is_bot=is_bot)
     items = await _write_items(recommender, plan.items)
+    await store.add_chat_lines(plan.lines)
     # replies whose target is already stored (earlier file or earlier import) resolve now
     stored = await store.get_items([t for t, _ in plan.pending_replies])
     rows = list(plan.interactions)
@@ -161,6 +167,7 @@ class _Run:
     read_bar: Any
     bar: Any
     pending: list[tuple[int, dict[str, Any]]]
+    channels: dict[tuple[int, int], Path] = field(default_factory=dict)  # (guild, channel) imported -> a file of it
 
 
 async def _import_file(run: _Run, f: Path) -> None:
@@ -183,6 +190,7 @@ async def _import_file(run: _Run, f: Path) -> None:
         return
     try:
         plan = _plan(exp, min_chars=rec.settings.recsys.min_message_chars, referenced=run.referenced)
+        run.channels.setdefault((exp.guild_id, exp.channel_id), f)  # its conversations are rebuilt at the end
         report.removed += await run.check.before_write(exp)
         async with rec.store.transaction():
             n_items, n_inter = await _write_export(rec, exp, plan)
@@ -214,7 +222,10 @@ async def import_exports(recommender: Recommender, paths: Iterable[str | Path], 
     a thread becomes one item (title + its first 3 messages, id = the thread's id) — and
     interactions: ``authored`` (own items), ``replied`` (``reference.messageId``; joining a thread
     counts as replying to it) and ``reacted`` (where the export lists ``reactions[].users``).
-    Direct-message exports are skipped.
+    Every member message (short ones too) is also a chat line, and once every file is in, each
+    imported channel's conversations are rebuilt (:func:`recsys.conversation_sync.sync_conversations`,
+    knowing every member's name: conversation items, counted in ``items`` when new; a thread is one
+    conversation). Direct-message exports are skipped.
 
     Messages the exports show were deleted on Discord are removed, and with ``replace_channel``
     each export is its channel's whole truth for its date range (:mod:`recsys.ingest_sync`); copies
@@ -242,10 +253,28 @@ async def import_exports(recommender: Recommender, paths: Iterable[str | Path], 
         for f in files:
             await _import_file(run, f)
         await _resolve_pending(run)
+        await _sync_conversations(run)
     report.notes += check.notes()
     report.members = await recommender.store.count("members") - members_before
     report.seconds = time.perf_counter() - t0
     return report
+
+
+async def _sync_conversations(run: _Run) -> None:
+    """Rebuild each imported channel's conversations once every file is in, so every channel is built
+    knowing every member's name ("nick:" addressing) and a re-import builds the same ones. A failure
+    costs that channel's conversations and one line in ``errors``."""
+    rec, report = run.recommender, run.report
+    for (gid, cid), f in run.channels.items():
+        try:
+            synced = await sync_conversations(rec, gid, cid)
+        except Exception as err:
+            report.errors.append(f"{f}: conversations of channel {cid} not rebuilt ({type(err).__name__}: {err})")
+            log.debug("conversation sync of %s failed", cid, exc_info=True)
+            continue
+        report.items += synced.created
+        report.conversations += synced.conversations
+    await _flush(rec, run.bar)
 
 
 async def _resolve_pending(run: _Run) -> None:

@@ -26,7 +26,9 @@ class ImportReport:
     exports show were deleted on Discord (removed with their interactions and vectors); ``errors``
     holds one line per file, catalogue line, message or field that could not be imported (each
     once); ``notes`` lines that need the admin's decision but cost nothing (copies of a channel
-    that disagree without ``exportedAt``); ``seconds`` is wall time."""
+    that disagree without ``exportedAt``); ``conversations`` the conversations the imported channels
+    hold after it (``recsys.conversation_sync``; new conversation items are also counted in ``items``);
+    ``seconds`` is wall time."""
 
     files: int = 0
     messages: int = 0
@@ -40,10 +42,13 @@ class ImportReport:
     unit: str = "message(s)"  # what ``messages`` counts: "message(s)" (exports) or "entries" (catalogues)
     removed: int = 0
     notes: list[str] = field(default_factory=list)
+    conversations: int = 0
 
     def summary(self) -> str:
         s = (f"{self.files} file(s), {self.messages} {self.unit} read: {self.items} new item(s), "
              f"{self.interactions} new interaction(s), {self.members} new member(s) in {self.seconds:.1f} s")
+        if self.conversations:
+            s += f"; {self.conversations} conversation(s)"
         if self.removed:
             s += f"; {self.removed} deleted message(s) removed"
         if self.errors:
@@ -71,6 +76,8 @@ async def _write_items(recommender: Recommender, items: list[Item]) -> int:
         if old is not None:
             if old.meta.get("thread") and not it.meta.get("thread"):
                 continue  # a thread started from this message owns the id (Discord reuses it)
+            if old.meta.get("conversation"):
+                continue  # the opener of a conversation: recsys.conversation_sync owns the item
             if old.meta.get("exported_at") is not None and it.meta.get("source") == "discord":
                 # the latest export that showed the message (recsys.ingest_sync), whatever the order
                 it.meta["exported_at"] = max(old.meta["exported_at"], it.meta.get("exported_at") or 0.0)

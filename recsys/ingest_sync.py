@@ -125,8 +125,9 @@ class DeletionCheck:
         table = self._tables[gid]
         ids, created = table["id"], table["created_at"]
         hit = (table["channel_id"] == cid) & (created > lo) & (created <= hi) & (ids != cid)
+        lines = await self.rec.store.chat_line_ids(gid, cid, lo, hi)  # short messages are chat lines only
         candidates = {int(i) for i in ids[hit]} | {
-            i for i, k in self._known.get(cid, {}).items() if lo < k.created_at <= hi}
+            i for i, k in self._known.get(cid, {}).items() if lo < k.created_at <= hi} | (set(lines) - {cid})
         candidates -= exp.present | self._gone
         if not candidates:
             return 0
@@ -136,7 +137,10 @@ class DeletionCheck:
             item, known = items.get(mid), self._known.get(cid, {}).get(mid)
             if item is not None and (item.kind != "message" or item.channel_id != cid or item.meta.get("thread")):
                 continue
-            if self.replace or self._deleted(exp, mid, item, known):
+            if item is None and known is None and mid in lines:  # a chat line alone (a short message)
+                if self.replace or self._deleted(exp, mid, None, _Known(lines[mid][1], lines[mid][0], None)):
+                    doomed.append((mid, lines[mid][0]))
+            elif self.replace or self._deleted(exp, mid, item, known):
                 doomed.append((mid, item.author_id if item is not None else known.author_id if known else None))
         return await self._remove(gid, cid, doomed)
 
@@ -147,6 +151,8 @@ class DeletionCheck:
                             known.seen if known is not None else None) if s is not None]
         if item is not None and "source" not in item.meta:
             seen.append(item.created_at)  # captured live by the bot: it existed then
+        if item is None and known is not None and mid not in self._known.get(exp.channel_id, {}):
+            seen.append(known.created_at)  # a stored chat line with no item: it existed when written
         if exp.exported_at is not None and seen:
             return max(seen) < exp.exported_at
         self._note(exp, exp.path, mid)
@@ -177,6 +183,8 @@ class DeletionCheck:
             removed += gone
             self._gone.add(mid)
             self._known.get(cid, {}).pop(mid, None)
+        if doomed:  # their chat lines too; the importer rebuilds the channel's conversations after the write
+            await self.rec.store.delete_chat_lines([mid for mid, _ in doomed])
         return removed
 
     def after_write(self, exp: _Export) -> None:

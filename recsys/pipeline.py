@@ -98,8 +98,10 @@ def row_features(
     popularity: np.ndarray, trending: np.ndarray, rating: np.ndarray, last_seen: np.ndarray, now: float, rate: float,
 ) -> np.ndarray:
     """Step 4's ranker features for a batch of members: every argument ``(B, L)`` (row b: member b's
-    candidates, ``valid`` marking the real ones; ``created`` / ``active`` UNIX s; ``rating`` the
-    items' stored ratings), ``last_seen (B, 1)`` (the member's latest interaction, ``-inf`` for none),
+    candidates, ``valid`` marking the real ones; ``created`` / ``active`` UNIX s; ``popularity`` the
+    positive interactions by others so far, which also gives answeredness: ``unanswered`` when 0;
+    ``rating`` the items' stored ratings), ``last_seen (B, 1)`` (the member's latest interaction,
+    ``-inf`` for none),
     ``rate`` the guild's pace (items per second, :func:`activity_rate`). Returns
     ``(B, L, len(FEATURES)) float64`` (:func:`recsys.rank.feature_matrix`); ranks (newer / busier
     counts) are within each row's valid candidates."""
@@ -148,9 +150,20 @@ def choose_rows(
     return pool, picks
 
 
-def order_rows(logits: np.ndarray) -> np.ndarray:
-    """Columns of ``logits (B, L)`` by descending value, ties by column: ``(B, L) int64``."""
-    return np.argsort(-logits, axis=1, kind="stable")
+def order_rows(logits: np.ndarray, tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """Columns of ``logits (B, L)`` by descending value: ``(B, L) int64``. Ties by ascending
+    ``tiebreak (B, L)`` when given (:func:`recsys.batch_rank.tiebreak_keys`: seeded by date and
+    member), else by column."""
+    order = np.argsort(-logits, axis=1, kind="stable")
+    if tiebreak is None:
+        return order
+    ranked = np.take_along_axis(logits, order, axis=1)
+    tied = np.flatnonzero(((ranked[:, 1:] == ranked[:, :-1]) & np.isfinite(ranked[:, 1:])).any(axis=1))
+    if len(tied):  # only rows with equal finite scores are sorted again (float scores rarely tie)
+        by_tie = np.argsort(tiebreak[tied], axis=1, kind="stable")
+        again = np.argsort(-np.take_along_axis(logits[tied], by_tie, axis=1), axis=1, kind="stable")
+        order[tied] = np.take_along_axis(by_tie, again, axis=1)
+    return order
 
 
 def profile_interactions(history: list[Interaction]) -> list[Interaction]:

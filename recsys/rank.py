@@ -16,11 +16,14 @@ Features per candidate item (see :func:`feature_matrix`):
 ``popularity``      log1p(positive interactions by others, all time before now)
 ``trending``        log1p(positive interactions by others in the last 7 days)
 ``rating``          sign(rating) · log1p(|rating|) (story 👍/👎, catalogue ratings)
+``unanswered``      1 if nobody but its author has engaged with the item yet (popularity 0), else 0:
+                    answeredness, the "unanswered questions" signal (se_beer, ``others``
+                    protocol: Campfire's NDCG@10 0.5715 → 0.5775 with it)
 ==================  =========================================================================
 
 The ranker is a logistic regression (L2-regularised, Newton/IRLS on standardised features, plain
 numpy) fitted on (member, item) events with sampled negatives; :data:`DEFAULT_RANKER` holds weights
-fitted offline by ``recsys.eval`` on se_beer's time protocol and is used until a guild has its own.
+fitted offline by ``recsys.eval`` on se_beer's ``others`` protocol and is used until a guild has its own.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 FEATURES = (
     "content", "neighbour", "log_age", "log_rank", "log_idle", "idle_rank", "unseen", "popularity", "trending",
-    "rating",
+    "rating", "unanswered",
 )
 TRENDING_WINDOW_S = 7 * 86400.0
 
@@ -80,6 +83,7 @@ def feature_matrix(
             np.log1p(np.asarray(popularity, np.float64)),
             np.log1p(np.asarray(trending, np.float64)),
             np.sign(rating) * np.log1p(np.abs(rating)),
+            (np.asarray(popularity, np.float64) <= 0).astype(np.float64),
         ),
         axis=-1,
     )
@@ -172,14 +176,14 @@ def fit_ranker(
     return Ranker(tuple(w.tolist()), bias, tuple(mean.tolist()), tuple(std.tolist()))
 
 
-# Fitted by `recsys.eval` (conditional logit, time protocol, se_beer: every event before the last
-# held-out one; `python -m recsys.eval --print-ranker`), used for guilds without a ranker of their own.
-# se_beer has no ratings, so the `rating` weight (0.3 per standardised unit) is a hand-set prior.
+# Fitted by `recsys.eval` (conditional logit, `others` protocol, se_beer: every answer to someone else's
+# question before the last held-out one; `python -m recsys.eval --protocol others --print-ranker`), used
+# for guilds without a ranker of their own (recsys.guild_ranker). `rating` is se_beer's question score.
 DEFAULT_RANKER = Ranker(
-    weights=(0.5695, -0.1688, -0.7706, 0.004703, -0.3794, -0.692, 0.4955, 0.1094, -0.1007, 0.3),
+    weights=(0.5354, -0.1045, -0.1486, -0.3603, -0.1163, -0.7326, 0.5151, 0.2468, 0.001502, 0.3275, 0.3195),
     bias=0.0,
-    mean=(0.2131, 0.0135, 12.58, 4.919, 12.38, 4.919, 0.43, 1.01, 0.04987, 0),
-    std=(0.1979, 0.0206, 1.799, 1.068, 1.875, 1.068, 0.4951, 0.4902, 0.217, 1),
+    mean=(0.2342, 0.01242, 12.76, 5.497, 12.55, 5.313, 0.3795, 1.02, 0.04172, 1.955, 0.07019),
+    std=(0.198, 0.0181, 1.659, 0.8999, 1.743, 1.009, 0.4853, 0.4895, 0.1987, 0.6841, 0.2555),
 )
 
 

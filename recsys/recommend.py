@@ -5,17 +5,24 @@
 2. Candidates, all from the member's own guild's indexes: nearest items to each interest (item
    index); items engaged with by the members whose interactions are nearest to this member's
    (interaction index, the neighbourhood signal); the guild's newest and most engaged-with items.
-3. Filters: channel visible to the member (stored permission snapshot; a thread needs its parent
-   visible too), not their own, not already interacted with, not recommended within
-   ``repeat_window_days`` (never again with ``exclude_sent``), no opted-out authors, NSFW only where
-   the guild allows it, nothing created after ``now``.
-4. Score with the learned ranker (``recsys.rank``) over content, neighbourhood, freshness,
-   popularity and rating features; re-rank the best with MMR (``mmr_lambda``).
+3. Eligibility (:mod:`recsys.eligibility`) and filters: only candidates (a conversation stands for
+   the messages inside it), never the member's own, one they took part in or were addressed by, one
+   they interacted with (a message inside a conversation counts for the conversation), a low-substance
+   message, a story somebody rated down; channel visible to the member (stored permission snapshot; a
+   thread needs its parent visible too), not recommended within ``repeat_window_days`` (never again
+   with ``exclude_sent``), no opted-out authors, NSFW only where the guild allows it, nothing created
+   after ``now``.
+4. Score with the guild's ranker (its own when it beat the default on a held-out slice,
+   :mod:`recsys.guild_ranker`; else ``recsys.rank.DEFAULT_RANKER``) over content, neighbourhood,
+   freshness, popularity and rating features, conversations preferred over lone lines; ties broken
+   by a hash of the day, the member and the item; re-rank the best with MMR (``mmr_lambda``) and
+   show them best score first.
 5. Reason: the member's interaction nearest to the pick ("because you asked about: …"); cold start
-   (no history) falls back to the guild's well-received recent items.
+   (no history) ranks the guild's well-received recent conversations first.
 
 There is one implementation of these steps: :func:`recommend` is :func:`recsys.batch.recommend_many`
-for a batch of one member; the steps' shared parts live in :mod:`recsys.pipeline` (ranking) and
+for a batch of one member (the guild's reads and member-independent columns are reused from
+:mod:`recsys.snapshot` while the database is unchanged); the steps' shared parts live in :mod:`recsys.pipeline` (ranking) and
 :mod:`recsys.reasons` (step 5), which ``campfire eval`` (:mod:`recsys.eval`) ranks through too.
 The names below are re-exported from there for existing callers.
 """

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from recsys.batch import recommend_many as _recommend_many
+from recsys.conversation_sync import resync, sync_lock
 from recsys.recommend import recommend as _recommend
 from recsys.embedqueue import EmbedQueue
 from recsys.index import KINDS, IndexSet
@@ -122,6 +123,7 @@ class Recommender:
         stored = await self.store.existing_ids("item", [it.id for it in items])
         if changed:
             await self._drop_vectors("item", changed)
+            self._unqueue("item", changed)  # a text still waiting is stale: the new one is queued instead
         done = await self.store.embedded_ids("item", [it.id for it in items], self.embedder.key)
         queued = self._queue.queued() if len(self._queue) else set()
         self._queue.push(("item", it.id, it.guild_id, item_text(it)) for it in items
@@ -164,8 +166,16 @@ class Recommender:
             return False
         item = await self.store.get_item(item_id)
         await self._drop_vectors("item", [item_id], embeddings_gone=True)
+        self._unqueue("item", [item_id])
         self._queue.push([("item", item_id, item.guild_id, item_text(item))])  # type: ignore[union-attr]
         return True
+
+    def _unqueue(self, owner: str, ids: Sequence[int]) -> None:
+        """Drop rows still waiting for embedding with a text that changed since (a message upgraded to
+        a conversation, or a conversation that grew, in the same batch it was queued): the queue would
+        otherwise embed the old text and skip the new one. A batch already being encoded writes its old
+        vector first and the new text's replaces it (vectors and FAISS ids are replaced by id)."""
+        self._queue.discard(owner, ids)
 
     async def _drop_vectors(self, owner: str, ids: list[int], *, embeddings_gone: bool = False) -> None:
         if not embeddings_gone:
@@ -306,22 +316,37 @@ class Recommender:
         FAISS indexes): their items (with everyone's interactions on them), their interactions,
         recommendations and memberships. Tombstones the member and their message ids so no write
         records them again (``Store.forget_user``; lifted for the member, not the messages, by an
-        opt-in), rewrites ``campfire.db`` (VACUUM, WAL truncated) and the changed index files (a flat
-        index is written without the removed vectors, an HNSW graph compacted first), so the bytes are
-        gone from disk too. Returns counts per table plus ``item_vectors`` and ``interaction_vectors``
-        removed from the indexes."""
-        async with self._write_lock():
-            owned = await self.store.ids_owned_by(user_id)
-            counts = await self.store.forget_user(user_id)
-            removed = {"item_vectors": 0, "interaction_vectors": 0}
-            for gid, ids in owned.items():
-                removed["item_vectors"] += await asyncio.to_thread(self.indexes.get(gid, "item").remove, ids["items"])
-                removed["interaction_vectors"] += await asyncio.to_thread(
-                    self.indexes.get(gid, "interaction").remove, ids["interactions"]
-                )
-            self._forget_stats(owned)
+        opt-in). Their chat lines go too, and every conversation they wrote in or were addressed in is
+        rebuilt without them (``recsys.conversation_sync``: their words leave its title, text and
+        vector; a conversation left with one participant dissolves). Then it rewrites ``campfire.db``
+        (VACUUM, WAL truncated) and the changed index files (a flat index is written without the
+        removed vectors, an HNSW graph compacted first), so the bytes are gone from disk too. Returns
+        counts per table plus ``item_vectors`` and ``interaction_vectors`` removed from the indexes
+        and ``conversations_rebuilt``."""
+        async with sync_lock(self):  # no conversation sync between reading their lines and the rebuild
+            affected = await self.store.member_chat(user_id)
+            starts = await self.store.conversation_starts({c for convs in affected.values() for c in convs})
+            async with self._write_lock():
+                owned = await self.store.ids_owned_by(user_id)
+                counts = await self.store.forget_user(user_id, scrub=False)
+                removed = {"item_vectors": 0, "interaction_vectors": 0}
+                for gid, ids in owned.items():
+                    removed["item_vectors"] += await asyncio.to_thread(self.indexes.get(gid, "item").remove,
+                                                                       ids["items"])
+                    removed["interaction_vectors"] += await asyncio.to_thread(
+                        self.indexes.get(gid, "interaction").remove, ids["interactions"]
+                    )
+                self._forget_stats(owned)
+            # their conversations, rebuilt before the files are rewritten (the old texts' bytes go too)
+            places = [(g, c, min(starts[i] for i in convs if i in starts)) for (g, c), convs in affected.items()
+                      if any(i in starts for i in convs)]
+            rebuilt = await resync(self, places)
+        try:
+            await self._queue.wait()  # the rebuilt texts' vectors, before the files are rewritten
+        finally:
+            await self.store.scrub()
             await asyncio.to_thread(self.indexes.save)
-        return counts | removed
+        return counts | removed | {"conversations_rebuilt": rebuilt.conversations}
 
     async def export_user(self, user_id: int) -> dict[str, Any]:
         """Everything stored about ``user_id`` (JSON-ready; see :meth:`Store.export_user`)."""

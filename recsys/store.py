@@ -19,17 +19,21 @@ Layout (each part a small class over the one connection of :class:`~recsys.stora
 ``storage/embeddings.py``   stored vectors
 ``storage/sent.py``         recommendations sent in digests
 ``storage/privacy.py``      forget / export a user
+``storage/conversations.py`` chat lines, conversation links, item members
+``storage/rankers.py``      per-guild fitted rankers (``guild_rankers``)
 ==========================  =================================================================
 """
 
 from __future__ import annotations
 
 from recsys.storage.content import ContentStore
+from recsys.storage.conversations import ConversationStore
 from recsys.storage.embeddings import EmbeddingStore
 from recsys.storage.guilds import GuildStore, channels_visible_to
 from recsys.storage.interactions import InteractionStore
 from recsys.storage.members import MemberStore
 from recsys.storage.privacy import FORGOTTEN_REASON, PrivacyStore
+from recsys.storage.rankers import RankerStore
 from recsys.storage.rows import (
     OFF_LOOP_ROWS,
     Interaction,
@@ -55,7 +59,8 @@ __all__ = [
 ]
 
 
-class Store(GuildStore, MemberStore, ContentStore, InteractionStore, EmbeddingStore, SentStore, PrivacyStore):
+class Store(GuildStore, MemberStore, ContentStore, InteractionStore, EmbeddingStore, SentStore, PrivacyStore,
+            ConversationStore, RankerStore):
     """Async access to ``campfire.db``. Open with ``async with await Store.open(path) as store``
     or ``async with Store.connect(path) as store``.
 

@@ -117,16 +117,23 @@ def is_low_substance(text: str) -> bool:
 
 
 def _judge(items: dict[int, Item]) -> list[int]:
-    """The low-substance ones of ``items`` (only untitled chat messages can be)."""
-    return [i for i, it in items.items() if it.kind == "message" and not it.title and is_low_substance(it.text)]
+    """The low-substance ones of ``items``: untitled chat messages by their text, and conversations
+    by their title — their opening question or first substantive line, so one whose best line is a
+    greeting or a thanks is low (a spam line somewhere inside a real exchange does not sink it)."""
+    def low(it: Item) -> bool:
+        if (it.meta or {}).get("conversation"):
+            return is_low_substance(it.title)
+        return not it.title and is_low_substance(it.text)
+
+    return [i for i, it in items.items() if it.kind == "message" and low(it)]
 
 
 class LowSubstance:
     """The low-substance message items of each guild, each item judged once: a call reads the
     guild's item ids (``Store.item_columns``), judges those not judged before (their stored kind,
-    title and text, :func:`is_low_substance`; only untitled ``message`` items can be low) and
-    returns the low ones. Every ``rescan_s`` seconds a guild is judged anew from scratch, so an
-    edited message is judged again within that time. Memory: 8 bytes per judged id, plus the low ids."""
+    title and text, :func:`is_low_substance`; only untitled ``message`` items and conversations can
+    be low) and returns the low ones. Every ``rescan_s`` seconds a guild is judged anew from scratch,
+    so an edited message is judged again within that time. Memory: 8 bytes per judged id, plus the low ids."""
 
     def __init__(self, rescan_s: float = RESCAN_S):
         self.rescan_s = rescan_s

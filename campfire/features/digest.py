@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from campfire import ops
 from campfire.features.guilds import parse_hhmm, zone
-from campfire.features.picks import to_pick
+from campfire.features.picks import clock, to_pick
 from campfire.features.types import DigestDue, DigestRun, GuildSettings, MemberPicks
 
 if TYPE_CHECKING:
@@ -99,10 +99,11 @@ async def due(app: App, now_utc: datetime) -> list[DigestDue]:
 
 
 def _clock(app: App, guild: GuildSettings, date: str) -> float:
-    """The ranking's clock for ``date``: the end of that day in the guild's timezone, or now when earlier."""
+    """The ranking's clock for ``date``: the end of that day in the guild's timezone, or now when
+    earlier (rounded as ``/recommend``'s, :func:`campfire.features.picks.clock`)."""
     d = date_cls.fromisoformat(date)
     end = datetime(d.year, d.month, d.day, tzinfo=guild_zone(app, guild)).timestamp() + 86400.0 - 1e-3
-    return min(time.time(), end)
+    return min(clock(), end)
 
 
 async def run(
@@ -145,9 +146,11 @@ async def run(
     ranked = await daily_picks(app.recommender, guild.id, date, dry_run=dry_run, all_members=all_members, k=k,
                                now=now, guild={"id": guild.id, "nsfw_allowed": guild.nsfw_allowed},
                                audience=audience.channel_id)
+    ranked = [mp for mp in ranked if present is None or present(mp.member_id)]
+    covers = await app.store.conversation_message_ids({p.item.id for mp in ranked for p in mp.picks})
     picks = tuple(
-        MemberPicks(mp.guild_id, mp.member_id, mp.member, tuple(to_pick(p) for p in mp.picks))
-        for mp in ranked if present is None or present(mp.member_id)
+        MemberPicks(mp.guild_id, mp.member_id, mp.member, tuple(to_pick(p, covers.get(p.item.id, ())) for p in mp.picks))
+        for mp in ranked
     )
     return DigestRun(guild=guild, date=date, picks=picks, dry_run=dry_run, took_s=time.perf_counter() - t0)
 
@@ -199,5 +202,19 @@ async def post(
         raise
     await mark_posted(app, guild.id, date)
     log.info("daily post for guild %s on %s: %d members, %s", guild.id, date, len(result.picks), where)
+    await refit_ranker(app, guild.id)
     return replace(result, where=where)
+
+
+async def refit_ranker(app: App, guild_id: int) -> None:
+    """Once the post is out: refit the guild's own ranker (at most daily; kept only when it beats the
+    default on the held-out slice, :func:`recsys.guild_ranker.refit`, fitted in a worker thread). It
+    ranks from then on (members keep the picks their post gave them today); a failed fit is logged
+    and leaves the ranker as it was."""
+    from recsys.guild_ranker import refit
+
+    try:
+        await refit(app.recommender, guild_id)
+    except Exception:
+        log.exception("refitting guild %s's ranker failed; its ranker is unchanged", guild_id)
 

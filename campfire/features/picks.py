@@ -4,7 +4,9 @@ Shared by the Discord cogs (``/recommend now|subscribe|unsubscribe``, the 👍 /
 buttons under picks and stories) and the console (``/recommend``, ``/rate``). Never imports discord:
 the bot's live permission check comes in as a plain predicate on channel ids.
 
-- :func:`now` — a member's picks as :class:`~campfire.features.types.Pick` values.
+- :func:`now` — a member's picks as :class:`~campfire.features.types.Pick` values: the picks the
+  daily post gave them today when it did (so ``/recommend`` and the digest agree all day), else the
+  same ranking the digest runs, on the same clock (:func:`clock`).
 - :func:`feedback` / :func:`set_feedback` — 👍 / 👎 / Not interested, replacing the member's earlier
   feedback on the item (SQL and FAISS move together) and moving the item's rating by the change.
 - :func:`subscribe` / :func:`unsubscribe` — the daily post's subscription (refused after opt-out).
@@ -12,12 +14,19 @@ the bot's live permission check comes in as a plain predicate on channel ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from campfire.features.text import item_link, item_title
 from campfire.features.recording import upsert_member
-from campfire.features.types import FeedbackOutcome, GuildSettings, Member, MemberRecord, Pick
+from campfire.features.text import item_link, item_title
+from campfire.features.types import (
+    FeedbackOutcome,
+    GuildSettings,
+    Member,
+    MemberRecord,
+    Pick,
+)
 
 if TYPE_CHECKING:
     from campfire.app import App
@@ -31,11 +40,46 @@ RATING_DELTA = {"rated_up": 1.0, "rated_down": -1.0, "dismissed": 0.0}
 TITLE_WIDTH = 200
 
 
-def to_pick(ranked: Any) -> Pick:
-    """A recommender pick (``recsys.service.Pick``: ``item``, ``score``, ``reason``) as front ends see it."""
+#: Seconds the ranking clock is rounded up to, so picks asked for a moment apart rank on one clock.
+CLOCK_S = 60.0
+
+
+def pick_kind(item: Any) -> str:
+    """What a pick is (``item`` as :class:`recsys.store.Item`): ``conversation`` (meta.conversation),
+    ``thread`` (meta.thread), ``story``, ``catalogue`` (an imported entry) or ``message``."""
+    meta = item.meta or {}
+    if item.kind == "story":
+        return "story"
+    if item.kind == "imported":
+        return "catalogue"
+    if meta.get("conversation"):
+        return "conversation"
+    return "thread" if meta.get("thread") else "message"
+
+
+def to_pick(ranked: Any, message_ids: Sequence[int] = ()) -> Pick:
+    """A recommender pick (``recsys.service.Pick``: ``item``, ``score``, ``reason``) as front ends see
+    it; ``message_ids``: the messages it covers (``Store.conversation_message_ids``)."""
     item = ranked.item
-    return Pick(item_id=item.id, title=item_title(item, TITLE_WIDTH), link=item_link(item), kind=item.kind,
-                score=float(ranked.score), reason=ranked.reason or "")
+    kind = pick_kind(item)
+    participants = int((item.meta or {}).get("participants") or 0) if kind in ("conversation", "thread") else 0
+    return Pick(item_id=item.id, title=item_title(item, TITLE_WIDTH), link=item_link(item), kind=kind,
+                     score=float(ranked.score), reason=ranked.reason or "", participants=participants,
+                     message_ids=tuple(int(i) for i in message_ids))
+
+
+async def to_picks(app: App, ranked: Sequence[Any]) -> list[Pick]:
+    """:func:`to_pick` for many, with the messages each covers read in one go."""
+    ids: Mapping[int, list[int]] = await app.store.conversation_message_ids({p.item.id for p in ranked}) if ranked else {}
+    return [to_pick(p, ids.get(p.item.id, ())) for p in ranked]
+
+
+def clock(now: float | None = None) -> float:
+    """The ranking clock for picks asked at ``now`` (UNIX s, default the current time): rounded up to
+    the next multiple of :data:`CLOCK_S`, so ``/recommend`` and a digest run a moment apart rank with the
+    same freshness, and feedback given a moment ago already counts."""
+    now = time.time() if now is None else float(now)
+    return now - now % CLOCK_S + (CLOCK_S if now % CLOCK_S else 0.0)
 
 
 # ---- now ------------------------------------------------------------------------------------------
@@ -50,12 +94,42 @@ async def now(
     visibility filter sees what they may view now. ``can_view(channel_id) -> bool``: the front
     end's live check (e.g. Discord permissions); picks from channels it refuses are dropped (items
     outside any channel are kept)."""
+    from recsys.guild_ranker import load_ranker
+
     if isinstance(member, MemberRecord):
         await upsert_member(app, member)
-    ranked = await app.recommender.recommend(member.guild_id, member.id, k=k)
+    ranked = await _sent_today(app, member.guild_id, member.id)
+    if ranked is None:
+        await load_ranker(app.recommender, member.guild_id)
+        ranked = await app.recommender.recommend(member.guild_id, member.id, k=k, now=clock())
+    elif k is not None:
+        ranked = ranked[:k]
     if can_view is not None:
         ranked = [p for p in ranked if p.item.channel_id is None or can_view(p.item.channel_id)]
-    return [to_pick(p) for p in ranked]
+    return await to_picks(app, ranked)
+
+
+async def _sent_today(app: App, guild_id: int, member_id: int) -> list[Any] | None:
+    """The picks the member's daily post gave them today (guild-local date), best first, without those
+    they have given feedback on or engaged with since (their feedback changed them), screened for what
+    they may see now (``recsys.audience.screen_recorded``); None when they got no daily post today, or
+    none of its picks is left."""
+    from campfire.features.digest import local_date
+    from recsys.audience import screen_recorded
+    from recsys.service import Pick as RankedPick
+
+    store = app.store
+    row = await store.get_guild(guild_id)
+    if row is None:
+        return None
+    sent = (await store.recommendations_on(guild_id, local_date(app, GuildSettings.from_row(row, app.settings.digest,
+                                                                                             guild_id)))).get(member_id)
+    if not sent:
+        return None
+    touched = {i.item_id for i in await store.interactions(guild_id, member_id) if i.kind != "recommended"}
+    items = await store.get_items([i for i, _, _ in sent if i not in touched])
+    ranked = [RankedPick(item=items[i], score=s, reason=r) for i, s, r in sent if i in items]
+    return (await screen_recorded(store, guild_id, {member_id: ranked}, None)).get(member_id) or None
 
 
 # ---- feedback ------------------------------------------------------------------------------------

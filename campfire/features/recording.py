@@ -9,6 +9,10 @@ and hand them to one :class:`Recorder`, which queues them and writes them in bat
   reaction → ``reacted`` (removed again when the reaction is); an edit → the item's text updated
   (re-embedded), or a new item when a short message grew long enough; a deletion → the item removed
   with its interactions and vectors.
+- every member message (short ones too) → a chat line, written in the same batch as its item; then
+  the channel's recent conversations are rebuilt (``recsys.conversation_sync``: a reply arriving
+  later joins its conversation, whose item is re-embedded when its text changed substantially). An
+  edit or a deletion changes or removes the line and rebuilds its conversation.
 - channels (with their visibility snapshot), guild names and members (with their roles) are upserted,
   the latest snapshot of each winning within a batch.
 
@@ -31,6 +35,8 @@ from campfire import ops
 from campfire.features.guilds import load_settings
 from campfire.features.types import ChannelRecord, GuildSettings, Member, MemberRecord, MessageRecord, ReactionRecord
 from model.prompts import strip_controls
+from recsys.conversation_sync import chat_line_row, message_edited, messages_deleted, sync_conversations
+from recsys.conversations import GAP_S
 from recsys.store import Item
 
 if TYPE_CHECKING:
@@ -95,6 +101,7 @@ class _Batch:
         self.items: dict[int, Item] = {}
         self.context: dict[int, Item] = {}
         self.rows: list[dict[str, Any]] = []
+        self.lines: dict[int, dict[str, Any]] = {}
 
     async def eligible(self, guild_id: int, channel_ids: Sequence[int]) -> bool:
         if guild_id not in self.guilds:  # one guild read per guild and batch
@@ -115,6 +122,8 @@ class _Batch:
             self.context.setdefault(payload.id, payload)  # never overwrites the stored copy
         elif op == "interaction":
             self.rows.append(payload)
+        elif op == "line":
+            self.lines[payload["message_id"]] = payload
         else:  # pragma: no cover
             raise ValueError(f"unknown recorder op {op!r}")
 
@@ -127,6 +136,10 @@ class _Batch:
         if fresh:
             stored = set(await store.get_items(list(fresh)))
             self.items.update({i: it for i, it in fresh.items() if i not in stored})
+        if self.items:  # a conversation's opener item is recsys.conversation_sync's, never overwritten
+            held = await store.get_items(list(self.items))
+            for i in [i for i, it in held.items() if it.meta.get("conversation")]:
+                del self.items[i]
         items = interactions = 0
         if self.items:
             items = await rec.add_items(list(self.items.values()))
@@ -136,6 +149,8 @@ class _Batch:
             # an interaction on an item that was not stored (e.g. its author opted out) is dropped
             keep = [r for r in self.rows if r.get("item_id") is None or r["item_id"] in present]
             interactions = len(await rec.record(keep))
+        if self.lines:
+            await self._conversations()
         self.stats["items"] += items
         self.stats["interactions"] += interactions
         if items or interactions:
@@ -144,6 +159,18 @@ class _Batch:
         self.items.clear()
         self.context.clear()
         self.rows.clear()
+        self.lines.clear()
+
+    async def _conversations(self) -> None:
+        """Store the batch's chat lines, then rebuild each channel's recent conversations (from its
+        earliest new line minus the builder's gap)."""
+        await self.app.store.add_chat_lines(list(self.lines.values()))
+        since: dict[tuple[int, int], float] = {}
+        for ln in self.lines.values():
+            key = (ln["guild_id"], ln["channel_id"])
+            since[key] = min(ln["created_at"], since.get(key, ln["created_at"]))
+        for (gid, cid), at in sorted(since.items()):
+            await sync_conversations(self.app.recommender, gid, cid, since=at - GAP_S)
 
 
 class Recorder:
@@ -232,8 +259,12 @@ class Recorder:
             self.member(message.author)
         if replied_to is not None:
             self._queue("context_item", (gid, chans, message_item(replied_to)))
+        item = message_item(message)
         if is_item:
-            self._queue("item", (gid, chans, message_item(message)))
+            self._queue("item", (gid, chans, item))
+        if not message.author.is_bot:
+            self._queue("line", (gid, chans, chat_line_row(message.id, gid, message.channel_id, message.author.id,
+                                                           message.created_at, item.text, message.reply_to_id)))
         self._queue("interaction", (gid, chans, {
             "guild_id": gid, "member_id": message.author.id, "kind": "authored",
             "item_id": message.id if is_item else None, "text": message.text[:INTERACTION_TEXT_CHARS],
@@ -250,28 +281,27 @@ class Recorder:
         """Queue an edit of message ``message_id`` to ``text``. ``before`` is the message as it was
         (when the front end still has it): a message that grows from under ``min_message_chars`` to at
         least that becomes an item like a new one; otherwise a stored item gets the new text (and
-        is re-embedded)."""
+        is re-embedded). Its chat line gets the new text and its conversation is rebuilt."""
         min_chars = self.app.settings.recsys.min_message_chars
         text = strip_controls(text)
-        if before is not None and len(text) >= min_chars and len(before.text) < min_chars:
+        grows = before is not None and len(text) >= min_chars and len(before.text) < min_chars
+        if grows:
             self._queue("item", (before.guild_id, before.channel_ids, message_item(before, text=text)))
-            return
         rec = self.app.recommender
 
-        async def apply() -> None:
-            if await rec.update_item_text(message_id, text):  # False: no such item
+        async def apply() -> None:  # the chat line (and its conversation), and the item unless just made
+            if await message_edited(rec, message_id, text, item=not grows):  # False: no such item
                 self.stats["edits"] += 1
 
         self._call(apply)
 
     def delete(self, message_ids: Sequence[int]) -> None:
-        """Queue the deletion of these messages' items, with their interactions and vectors."""
+        """Queue the deletion of these messages' items, with their interactions and vectors, and of
+        their chat lines (their conversations are rebuilt)."""
         ids, rec = list(message_ids), self.app.recommender
 
         async def apply() -> None:
-            for message_id in ids:
-                if await rec.remove_item(message_id):
-                    self.stats["deletes"] += 1
+            self.stats["deletes"] += await messages_deleted(rec, ids)
 
         self._call(apply)
 

@@ -1,7 +1,5 @@
 """What front ends see: the typed values the features take and return (no Discord, no SQL rows).
-
-Defaults for guild settings are declared once, here (:meth:`GuildSettings.from_row`).
-"""
+Defaults for guild settings are declared once, here (:meth:`GuildSettings.from_row`)."""
 
 from __future__ import annotations
 
@@ -201,9 +199,11 @@ class Pick:
 
     ``title``: the item's title, else the start of its text, one line of ≤ 200 characters (front ends
     clip further with :func:`campfire.features.text.clip`). ``link``: where a member can open it (a
-    message's jump URL, else the item's url; None when neither). ``kind``: ``message``, ``story``,
-    ``catalogue``… ``score`` in [0, 1]; ``reason`` one line saying why it was picked.
-    """
+    message's jump URL, else the item's url; None when neither). ``kind``: ``conversation``,
+    ``thread``, ``message``, ``story`` or ``catalogue`` (:func:`campfire.features.picks.pick_kind`).
+    ``score`` in [0, 1]; ``reason`` one line saying why it was picked. ``participants``: members who
+    wrote in it (0 unless a conversation or thread); ``message_ids``: the Discord messages it covers,
+    time order (all of a conversation or thread, the one of a single message, none for stories and catalogue)."""
 
     item_id: int
     title: str
@@ -211,13 +211,17 @@ class Pick:
     kind: str
     score: float
     reason: str
+    participants: int = 0
+    message_ids: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """``{"item_id", "title" (≤ 80 characters), "reason", "score" (4 decimals)}``."""
+        """``{"item_id", "title" (≤ 80 characters), "reason", "score" (4 decimals), "kind",
+        "participants", "message_ids"}`` (``campfire digest --json``)."""
         from campfire.features.text import clip
 
         return {"item_id": self.item_id, "title": clip(self.title, 80, one_line=True), "reason": self.reason,
-                "score": round(float(self.score), 4)}
+                "score": round(float(self.score), 4), "kind": self.kind, "participants": self.participants,
+                "message_ids": list(self.message_ids)}
 
 
 @dataclass(frozen=True)

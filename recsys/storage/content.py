@@ -173,19 +173,21 @@ class ContentStore(StoreCore):
     async def item_columns(self, guild_id: int) -> dict[str, np.ndarray]:
         """The guild's items as columns for batched ranking, sorted by id: ``id`` int64,
         ``created_at`` float64 (UNIX s), ``channel_id`` / ``author_id`` int64 (-1 = none), ``nsfw``
-        bool, ``rating`` float64."""
+        bool, ``rating`` float64, ``conversation_id`` int64 (-1 = none; a conversation item's is its
+        own id, a message inside a conversation has its conversation's)."""
         rows = await self._fetchall(
-            "SELECT id, created_at, COALESCE(channel_id, -1), COALESCE(author_id, -1), nsfw, rating "
-            "FROM items WHERE guild_id = ? ORDER BY id",
+            "SELECT id, created_at, COALESCE(channel_id, -1), COALESCE(author_id, -1), nsfw, rating, "
+            "COALESCE(conversation_id, -1) FROM items WHERE guild_id = ? ORDER BY id",
             (guild_id,),
         )
 
         def columns() -> dict[str, np.ndarray]:
-            cols = list(zip(*rows)) if rows else [()] * 6
+            cols = list(zip(*rows)) if rows else [()] * 7
             return {
                 "id": np.array(cols[0], np.int64), "created_at": np.array(cols[1], np.float64),
                 "channel_id": np.array(cols[2], np.int64), "author_id": np.array(cols[3], np.int64),
                 "nsfw": np.array(cols[4], bool), "rating": np.array(cols[5], np.float64),
+                "conversation_id": np.array(cols[6], np.int64),
             }
 
         return await built(columns, len(rows))

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 _in_transaction: contextvars.ContextVar[StoreCore | None] = contextvars.ContextVar("campfire_store_tx", default=None)
 _Self = TypeVar("_Self", bound="StoreCore")
 TABLES = frozenset({"guilds", "channels", "members", "items", "interactions", "embeddings", "recommendations_sent",
-                    "tombstones"})
+                    "tombstones", "chat_lines", "item_members", "guild_rankers"})
 
 
 class StoreCore:

@@ -21,6 +21,7 @@ forget running at the same time cannot be overtaken.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -112,19 +113,22 @@ class PrivacyStore(StoreCore):
         return items, [r for r in kept if r.get("item_id") is None or r["item_id"] in present]
 
     # ---- privacy --------------------------------------------------------------------------
-    async def forget_user(self, user_id: int) -> dict[str, int]:
+    async def forget_user(self, user_id: int, *, scrub: bool = True) -> dict[str, int]:
         """Delete every row about ``user_id`` in every guild: their items (with everyone's interactions
-        on them), interactions, vectors, recommendations and member rows; digest reasons sent to others
-        that quoted their items become ``FORGOTTEN_REASON``. Tombstones the member and the ids of the
-        messages they authored (see the module docstring), then :meth:`scrub`\\ s the files (VACUUM,
-        WAL truncated). Returns counts per table (and ``quotes_removed``).
-        The caller removes the returned ids from the FAISS indexes (see ``Recommender.forget_user``)."""
+        on them), interactions, vectors, recommendations, member rows, chat lines and ``item_members``
+        rows; digest reasons sent to others that quoted their items become ``FORGOTTEN_REASON``.
+        Tombstones the member and the ids of the messages they authored (see the module docstring),
+        then (unless ``scrub`` is False: the caller still rewrites rows and calls :meth:`scrub` itself)
+        :meth:`scrub`\\ s the files (VACUUM, WAL truncated). Returns counts per table (and
+        ``quotes_removed``). The caller removes the returned ids from the FAISS indexes and rebuilds
+        the conversations they were in (see ``Recommender.forget_user``)."""
         counts: dict[str, int] = {}
         async with self.transaction():
             # tombstones first: a write waiting for this transaction sees them (recordable)
             messages = await self._fetchall(
                 "SELECT id FROM items WHERE author_id = ? UNION SELECT source_id FROM interactions "
-                "WHERE member_id = ? AND kind = 'authored' AND source_id IS NOT NULL", (user_id, user_id))
+                "WHERE member_id = ? AND kind = 'authored' AND source_id IS NOT NULL "
+                "UNION SELECT message_id FROM chat_lines WHERE author_id = ?", (user_id, user_id, user_id))
             await self._bury("author", [user_id])
             await self._bury("message", [r[0] for r in messages])
             # digest reasons sent to others that quote this member's items lose the quote
@@ -140,18 +144,26 @@ class PrivacyStore(StoreCore):
                 await self._write("DELETE FROM recommendations_sent WHERE member_id = ?", (user_id,))
             ).rowcount
             counts["members"] = (await self._write("DELETE FROM members WHERE user_id = ?", (user_id,))).rowcount
+            counts["chat_lines"] = (await self._write("DELETE FROM chat_lines WHERE author_id = ?", (user_id,))).rowcount
+            counts["item_members"] = (
+                await self._write("DELETE FROM item_members WHERE member_id = ?", (user_id,))).rowcount
         self._names_epoch += 1
-        await self.scrub()
+        if scrub:
+            await self.scrub()
         return counts
 
     async def export_user(self, user_id: int) -> dict[str, Any]:
-        """Everything stored about ``user_id`` as JSON-ready data (for /privacy export)."""
+        """Everything stored about ``user_id`` as JSON-ready data (for /privacy export): memberships,
+        items, interactions, recommendations sent and chat lines (every message of theirs kept)."""
         members = [member_row(r) for r in await self._fetchall("SELECT * FROM members WHERE user_id = ?", (user_id,))]
         items = [asdict(Item.from_row(r)) for r in await self._fetchall("SELECT * FROM items WHERE author_id = ?", (user_id,))]
         inter = [asdict(interaction_row(r)) for r in await self._fetchall("SELECT * FROM interactions WHERE member_id = ?", (user_id,))]
         recs = [dict(r) for r in await self._fetchall("SELECT * FROM recommendations_sent WHERE member_id = ?", (user_id,))]
+        lines = [dict(r) | {"mentions": json.loads(r["mentions"])}
+                 for r in await self._fetchall("SELECT * FROM chat_lines WHERE author_id = ? ORDER BY created_at",
+                                               (user_id,))]
         return {"user_id": user_id, "memberships": members, "items": items, "interactions": inter,
-                "recommendations_sent": recs}
+                "recommendations_sent": recs, "chat_lines": lines}
 
     async def ids_owned_by(self, user_id: int) -> dict[int, dict[str, list[int]]]:
         """Per guild, the item ids authored and interaction ids made by ``user_id`` (to drop from indexes)."""

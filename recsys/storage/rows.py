@@ -54,6 +54,9 @@ class Item:
     external_id: str | None = None
     parent_item_id: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the conversation item holding this message (its own id for a conversation item); None when no
+    #: conversation holds it. Set only by recsys.conversation_sync, never by an item upsert.
+    conversation_id: int | None = None
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> Item:

@@ -153,6 +153,52 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (kind, digest)
     ) WITHOUT ROWID;
     """,
+    # 3 -> 4: conversations as items (recsys/conversations.py builds them, recsys/conversation_sync.py
+    # stores them). chat_lines: every recorded member message of a guild channel, short ones too (the
+    # builder links "yes, that worked" to its question); conversation_id = the item that holds the line.
+    # items.conversation_id: for a message item inside a conversation, the conversation item; for the
+    # conversation item, its own id; NULL for a line no conversation holds (then the message is its own
+    # item). item_members: who wrote in an item (participant) and who was addressed in it by @mention,
+    # "nick:" or a reply without writing (addressed): never recommended to either. guild_rankers: a
+    # guild's own fitted ranker, kept only when it beat the default on the held-out time slice.
+    """
+    ALTER TABLE items ADD COLUMN conversation_id INTEGER;
+    CREATE INDEX items_conversation ON items(conversation_id);
+    CREATE TABLE chat_lines (
+        message_id INTEGER PRIMARY KEY,
+        guild_id INTEGER NOT NULL REFERENCES guilds(id) ON DELETE CASCADE,
+        channel_id INTEGER NOT NULL,
+        author_id INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        text TEXT NOT NULL,
+        reply_to INTEGER,
+        mentions TEXT NOT NULL DEFAULT '[]',   -- JSON list of mentioned user ids
+        conversation_id INTEGER
+    );
+    CREATE INDEX chat_lines_channel ON chat_lines(guild_id, channel_id, created_at);
+    CREATE INDEX chat_lines_conversation ON chat_lines(conversation_id);
+    CREATE INDEX chat_lines_author ON chat_lines(author_id);
+    -- a database from before: its message items become chat lines, so the next sync of a channel
+    -- (a live message there, or an import) groups its recent history into conversations
+    INSERT OR IGNORE INTO chat_lines (message_id, guild_id, channel_id, author_id, created_at, text, reply_to)
+        SELECT id, guild_id, channel_id, author_id, created_at, text, parent_item_id FROM items
+        WHERE kind = 'message' AND channel_id IS NOT NULL AND author_id IS NOT NULL
+          AND json_extract(meta, '$.thread') IS NULL;
+    CREATE TABLE item_members (
+        guild_id INTEGER NOT NULL,
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        member_id INTEGER NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('participant', 'addressed')),
+        PRIMARY KEY (item_id, member_id, role)
+    ) WITHOUT ROWID;
+    CREATE INDEX item_members_member ON item_members(guild_id, member_id);
+    CREATE TABLE guild_rankers (
+        guild_id INTEGER PRIMARY KEY REFERENCES guilds(id) ON DELETE CASCADE,
+        weights TEXT NOT NULL,            -- JSON: recsys.rank.Ranker fields
+        fitted_at REAL NOT NULL,
+        metrics TEXT NOT NULL DEFAULT '{}' -- JSON: held-out NDCG@10 of the default and of this ranker, sizes
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -43,8 +43,11 @@ async def test_short_message_is_no_item_until_replied_to(bot):
     other = bot.members[1]
     reply = await bot.post("I agree, " + LONG, member=other, reply_to=short)
     await bot.flush()
+    # the reply makes the two a conversation: its item is the opener's id, holding both lines
     parent = await bot.store.get_item(short.id)
-    assert parent is not None and parent.text == SHORT
+    assert parent is not None and parent.conversation_id == short.id and parent.meta.get("conversation")
+    assert LONG in parent.text  # its substantive lines ("nice!" is not one)
+    assert await bot.store.conversation_message_ids([short.id]) == {short.id: [short.id, reply.id]}
     child = await bot.store.get_item(reply.id)
     assert child is not None and child.parent_item_id == short.id
     kinds = {(i.kind, i.item_id) for i in await bot.store.interactions(bot.guild.id, other.id)}

@@ -11,7 +11,11 @@ import pytest
 
 from recsys.store import Item
 from tests.bot.harness import snowflake
-from tests.bot.private_threads import answer_thread_members, members_update, open_private_thread
+from tests.bot.private_threads import (
+    answer_thread_members,
+    members_update,
+    open_private_thread,
+)
 
 PUBLIC = [
     "My sourdough starter finally doubled overnight; a long cold proof gave the loaf an open, glossy crumb.",
@@ -168,6 +172,30 @@ def test_picks_embed_stays_within_discord_limits_for_25_long_picks():
     assert len(embed) <= 6000
     assert all(len(f.name) <= 256 and len(f.value) <= 1024 for f in embed.fields)
     assert all(f.value.endswith(f"[Open](https://example.org/story/{n})") for n, f in enumerate(embed.fields))
+
+
+def test_a_conversation_pick_shows_title_participants_reason_and_jump_link():
+    """/recommend's embed and the daily post's lines show a conversation as its title, how many took
+    part, the reason and the jump link to its first message; other picks show no participants."""
+    from types import SimpleNamespace
+
+    from bot.render import digest_member_section, pick_line, picks_embed
+    from campfire.features.types import MemberPicks, Pick
+
+    link = "https://discord.com/channels/1/2/3"
+    conv = Pick(item_id=3, title="How do I get sound back after upgrading alsa?", link=link, kind="conversation",
+                     score=0.8, reason="because you asked about: no sound from my speakers", participants=4,
+                     message_ids=(3, 4, 5))
+    story = Pick(item_id=9, title="The lighthouse", link=None, kind="story", score=0.5, reason="new in this server")
+    member = SimpleNamespace(display_name="m", display_avatar=SimpleNamespace(url="https://cdn.discordapp.com/a.png"))
+    first, second = picks_embed([conv, story], member).fields
+    assert first.name == f"1. {conv.title}"
+    assert first.value == f"4 participants · {conv.reason}\n[Open]({link})"
+    assert "participants" not in second.value
+    assert pick_line(conv) == f"**{conv.title}** (4 participants) — {conv.reason} <{link}>"
+    assert pick_line(story) == "**The lighthouse** — new in this server"
+    section = digest_member_section(MemberPicks(1, 42, "m", (conv, story)))
+    assert section.splitlines()[1] == f"1. {pick_line(conv)}"
 
 
 # ---- private threads (issue 13, item 1) -------------------------------------------------------------

@@ -117,7 +117,9 @@ async def test_dry_run_and_real_run(app: App):
         assert all(p.item_id != 200 + mp.member_id and p.reason for p in mp.picks)
     doc = json.loads(json.dumps([mp.to_json() for mp in real.picks]))  # ``campfire digest --json``
     assert set(doc[0]) == {"guild_id", "member_id", "member", "picks"}
-    assert set(doc[0]["picks"][0]) == {"item_id", "title", "reason", "score"}
+    assert set(doc[0]["picks"][0]) == {"item_id", "title", "reason", "score", "kind", "participants", "message_ids"}
+    for pick in (p for mp in doc for p in mp["picks"]):  # single messages here: each covers itself
+        assert pick["kind"] == "message" and pick["message_ids"] == [pick["item_id"]] and pick["participants"] == 0
     tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).date().isoformat()
     everyone = await digest.run(app, G, tomorrow, dry_run=True, all_members=True, k=1)
     assert all(len(mp.picks) == 1 for mp in everyone.picks)

@@ -82,7 +82,8 @@ async def test_short_message_is_no_item_until_replied_to(app, recorder):
     recorder.message(reply, replied_to=short)
     await recorder.flush()
     parent = await app.store.get_item(short.id)
-    assert parent is not None and parent.text == SHORT
+    assert parent is not None  # now an item: the opener of Alice and Bob's conversation (its text is the conversation's)
+    assert parent.meta["conversation"] and parent.meta["participants"] == 2 and parent.conversation_id == short.id
     assert (await app.store.get_item(reply.id)).parent_item_id == short.id
     kinds = {(i.kind, i.item_id) for i in await app.store.interactions(GUILD, BOB.id)}
     assert kinds == {("authored", reply.id), ("replied", short.id)}
@@ -261,3 +262,36 @@ async def test_control_characters_are_never_stored(app, recorder):
     recorder.edit(msg.id, "Edited:\x00\x1b saison with garden yeast, tart and dry, would brew it again.")
     await recorder.flush()
     assert (await app.store.get_item(msg.id)).text == "Edited: saison with garden yeast, tart and dry, would brew it again."
+
+
+async def test_live_replies_grow_a_conversation_and_edits_and_deletes_rebuild_it(app, recorder):
+    """Issue 11: every recorded message is a chat line (short ones too); a reply joins its conversation
+    (re-embedded), an edit changes it, a deletion dissolves it; FAISS stays equal to SQL throughout."""
+    recorder.channel(ChannelRecord(guild_id=GUILD, id=CHANNEL, name="brewing", kind="text"))
+    question = message(LONG)
+    recorder.message(question)
+    await recorder.flush()
+    assert (await app.store.get_item(question.id)).meta.get("conversation") is None
+    answer = message("Alice: the wild yeast was probably Brettanomyces, it gives that tart finish", author=BOB,
+                     reply_to=question)
+    thanks = message(SHORT, author=ALICE)
+    recorder.message(answer, replied_to=question)
+    recorder.message(thanks)
+    await recorder.flush()
+    conv = await app.store.get_item(question.id)
+    assert conv.meta["conversation"] and conv.meta["participants"] == 2 and "Brettanomyces" in conv.text
+    assert conv.meta["channel"] == "brewing"
+    assert await app.store.conversation_message_ids([question.id]) == {question.id: [question.id, answer.id, thanks.id]}
+    assert (await app.store.get_item(answer.id)).conversation_id == question.id
+    await assert_faiss_matches_sql(app)
+    recorder.edit(answer.id, "Alice: sounds like a Lactobacillus infection to me, sour and tart", before=answer)
+    await recorder.flush()
+    conv = await app.store.get_item(question.id)
+    assert "Lactobacillus" in conv.text and "Brettanomyces" not in conv.text
+    await assert_faiss_matches_sql(app)
+    recorder.delete([answer.id])
+    await recorder.flush()
+    plain = await app.store.get_item(question.id)
+    assert plain.text == LONG and not plain.meta.get("conversation") and plain.conversation_id is None
+    assert recorder.stats["errors"] == 0
+    await assert_faiss_matches_sql(app)

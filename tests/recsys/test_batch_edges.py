@@ -175,3 +175,24 @@ def test_embedding_text_drops_multi_word_display_names():
     assert embedding_text("John Smith: which hops for a hazy IPA?", names) == "which hops for a hazy IPA?"
     assert embedding_text("Zoë, which hops for a hazy IPA?", names) == "which hops for a hazy IPA?"
     assert embedding_text("<@12> <#3>", names) == "<@12> <#3>"  # nothing else: unchanged
+
+
+def test_cold_start_prefers_well_received_recent_conversations():
+    """A member with no profile gets the guild's well-received recent conversations first: engagement,
+    rating and being a conversation count; age before the guild's newest item decays them; items nobody
+    engaged with are ordered newest first. Ties are broken the same way all day for a member."""
+    import numpy as np
+
+    from recsys.batch_rank import cold_start_scores, tiebreak_keys
+
+    day, newest = 86400.0, 1_700_000_000.0
+    #             engaged conv, fresh lone line, old engaged conv, fresh rated-down line, unengaged conv
+    popularity = np.array([4.0, 0.0, 4.0, 0.0, 0.0])
+    rating = np.array([0.0, 0.0, 0.0, -3.0, 0.0])
+    created = np.array([newest - 2 * day, newest, newest - 90 * day, newest, newest - day])
+    conversation = np.array([True, False, True, False, True])
+    s = cold_start_scores(popularity, rating, created, conversation, newest)
+    assert np.argsort(-s).tolist() == [0, 4, 2, 1, 3]  # three months old but answered: still above silence
+    keys = tiebreak_keys(np.array([[7]]), np.array([[1, 2, 3]]), 19_700)
+    assert keys.tolist() == tiebreak_keys(np.array([[7]]), np.array([[1, 2, 3]]), 19_700).tolist()
+    assert keys.tolist() != tiebreak_keys(np.array([[8]]), np.array([[1, 2, 3]]), 19_700).tolist()

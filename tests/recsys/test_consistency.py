@@ -127,3 +127,31 @@ async def test_story_save_of_an_opted_out_author_stores_nothing(rec: Recommender
                                            "kind": "requested", "text": "x"}])
     assert await rec.store.get_item(item.id) is None
     assert await rec.store.interactions(GUILD, 6) == []
+
+
+async def test_conversation_paths_keep_rows_vectors_and_faiss_equal(rec: Recommender):
+    """Issue 11: a conversation growing, an edit of one of its lines, a deletion that dissolves it, a
+    forget of one of its members — after each, rows = stored vectors = FAISS ids."""
+    from recsys.conversation_sync import chat_line_row, message_edited, messages_deleted, sync_conversations
+
+    await populate(rec)
+    for m, name in ((1, "member1"), (2, "member2"), (3, "member3")):
+        await rec.store.upsert_member(GUILD, m, name)
+    rows = [chat_line_row(700, GUILD, PUBLIC, 1, NOW - 900, "which hops give a pale ale that grapefruit aroma?"),
+            chat_line_row(701, GUILD, PUBLIC, 2, NOW - 800, "member1: Citra or Simcoe, added late in the boil"),
+            chat_line_row(702, GUILD, PUBLIC, 3, NOW - 700, "member2: and dry hop with Citra for two or three days",
+                          reply_to=701)]
+    await rec.add_items([Item(id=r["message_id"], guild_id=GUILD, kind="message", text=r["text"], channel_id=PUBLIC,
+                              created_at=r["created_at"], author_id=r["author_id"]) for r in rows])
+    for i in range(1, 4):  # one line after the other, as they arrive live
+        await rec.store.add_chat_lines(rows[i - 1:i])
+        await sync_conversations(rec, GUILD, PUBLIC, since=rows[i - 1]["created_at"] - 900)
+        await assert_consistent(rec)
+    assert (await rec.store.get_item(700)).meta["size"] == 3
+    await message_edited(rec, 702, "member2: and dry hop with Mosaic for three days instead")
+    await assert_consistent(rec)
+    await rec.forget_user(3)
+    await assert_consistent(rec)
+    assert await messages_deleted(rec, [701]) == 1  # member1 alone: dissolved back into a message item
+    assert not (await rec.store.get_item(700)).meta.get("conversation")
+    await assert_consistent(rec)

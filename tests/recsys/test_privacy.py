@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from recsys.index import VectorIndex
 from recsys.service import Recommender
 from recsys.store import Item
@@ -136,3 +138,53 @@ async def test_scrub_refuses_inside_a_transaction_and_reports_what_it_did(store)
             await store.scrub()
     assert await store.scrub() == {"vacuumed": True, "wal_truncated": True}
     assert await store.pragma("secure_delete") == 1
+
+
+async def test_forget_takes_their_words_out_of_every_conversation(store, settings, embedder):
+    """Issue 11: a forgotten member's chat lines go, and every conversation they wrote in is rebuilt —
+    their words leave its title, text and vector; one left with a single member dissolves back into a
+    message item. Real #ubuntu lines (tests/fixtures/ubuntu_irc_excerpt.json, CC BY 4.0) and the
+    hand-made tests/fixtures/dce_conversations.json."""
+    from pathlib import Path
+
+    from recsys.ingest import import_exports
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures"
+    rec = Recommender(store, embedder, settings)
+    await rec.start()
+    await import_exports(rec, [fixtures / "ubuntu_irc_excerpt.json", fixtures / "dce_conversations.json"],
+                         progress=False)
+    await rec.flush()
+    irc = 100000000000000001
+    convs = [it for it in await store.items(irc) if it.meta.get("conversation") and it.meta["participants"] >= 3]
+    conv = max(convs, key=lambda c: c.meta["size"])
+    lines = await store.chat_lines(irc)
+    member = next(ln["author_id"] for ln in lines if ln["conversation_id"] == conv.id and ln["author_id"] != conv.author_id)
+    said = [ln["text"].split(": ", 1)[-1].split(", ", 1)[-1] for ln in lines if ln["author_id"] == member]
+    said = [s for s in said if len(s) >= 15]
+    assert said and any(s in conv.text for s in said)  # their words were in it
+    before = rec.indexes.get(irc, "item").vectors([conv.id])[conv.id]
+    exported = await rec.export_user(member)
+    assert sorted(ln["message_id"] for ln in exported["chat_lines"]) == sorted(
+        ln["message_id"] for ln in lines if ln["author_id"] == member)
+    counts = await rec.forget_user(member)
+    assert counts["chat_lines"] == len(exported["chat_lines"]) and counts["conversations_rebuilt"] >= 1
+    assert all(ln["author_id"] != member for ln in await store.chat_lines(irc))
+    for it in await store.items(irc):
+        assert not any(s in it.text or s in it.title for s in said), it.id
+    assert not np.allclose(rec.indexes.get(irc, "item").vectors([conv.id])[conv.id], before)
+    # Ben of the hand-made channel: Ana's GPU question is left alone and turns back into her message
+    await rec.forget_user(12)
+    ana = await store.get_item(1001)
+    assert ana.text == "has anyone got GPU passthrough working on proxmox?" and not ana.meta.get("conversation")
+    assert all("IOMMU" not in it.text for it in await store.items(100000000000000002))
+    members, _ = await store.item_member_pairs(100000000000000002)
+    assert 12 not in members.tolist() and member not in (await store.item_member_pairs(irc))[0].tolist()
+    for gid in (irc, 100000000000000002):  # rows = stored vectors = FAISS ids
+        ids = {it.id for it in await store.items(gid)}
+        assert set(rec.indexes.get(gid, "item").ids().tolist()) == ids
+        assert set((await store.embedding_ids("item", gid, embedder.key)).tolist()) == ids
+    # a re-import brings none of their lines back
+    await import_exports(rec, [fixtures / "dce_conversations.json"], progress=False)
+    assert all("IOMMU" not in it.text for it in await store.items(100000000000000002))
+    await rec.aclose()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.rank import count_greater, count_greater_rows, feature_matrix, mmr, mmr_rows
+from recsys.rank import (
+    DEFAULT_RANKER,
+    FEATURES,
+    count_greater,
+    count_greater_rows,
+    feature_matrix,
+    mmr,
+    mmr_rows,
+)
 
 
 def greedy_mmr(rel: list[float], vecs: np.ndarray, k: int, lam: float) -> list[int]:
@@ -58,10 +66,22 @@ def test_feature_matrix_of_a_batch_equals_each_row_alone():
              ("busier_count", 50), ("popularity", 9), ("trending", 3), ("rating", 4))}
     created = 1e9 + rng.random(shape) * 1e6
     last_seen = np.array([[1e9 + 5e5], [-np.inf], [2e9]])
+    cols["popularity"] = np.floor(cols["popularity"])  # counts, some 0: unanswered
     batch = feature_matrix(**cols, created=created, last_seen=last_seen, rate=0.01)
-    assert batch.shape == (3, 7, 10)
+    assert batch.shape == (3, 7, len(FEATURES))
     for r in range(3):
         one = feature_matrix(**{k: v[r] for k, v in cols.items()}, created=created[r],
                              last_seen=None if np.isneginf(last_seen[r, 0]) else float(last_seen[r, 0]), rate=0.01)
         np.testing.assert_array_equal(batch[r], one)
     assert batch[1, :, 6].all() and not batch[2, :, 6].any()  # "unseen": never / all before last seen
+    unanswered = batch[..., FEATURES.index("unanswered")]
+    assert unanswered.any() and not unanswered.all()
+    np.testing.assert_array_equal(unanswered, cols["popularity"] == 0)  # nobody but the author engaged yet
+    np.testing.assert_allclose(batch[..., FEATURES.index("popularity")], np.log1p(cols["popularity"]))
+
+
+def test_default_ranker_covers_every_feature_and_prefers_unanswered_fresh_items():
+    assert len(DEFAULT_RANKER.weights) == len(DEFAULT_RANKER.mean) == len(DEFAULT_RANKER.std) == len(FEATURES)
+    w = DEFAULT_RANKER.as_dict()
+    # fitted on se_beer's `others` protocol: similar, unanswered, newer items score higher
+    assert w["content"] > 0 and w["unanswered"] > 0 and w["log_rank"] < 0

@@ -46,6 +46,32 @@ async def test_a_version_1_database_migrates_and_keeps_what_was_sent(data_dir):
         assert await s.recommendations_on(1, "2026-01-02") == {8: [(5, 0.5, "because you liked: x")]}
 
 
+async def test_a_version_3_database_gets_chat_lines_from_its_messages(data_dir):
+    """Schema 3 -> 4: message items become chat lines (threads do not), so conversations can form."""
+    from recsys.store import _MIGRATIONS, _split_sql
+
+    path = data_dir / "campfire.db"
+    db = sqlite3.connect(path)
+    for migration in _MIGRATIONS[:3]:
+        for stmt in _split_sql(migration):
+            db.execute(stmt)
+    db.execute("PRAGMA user_version=3")
+    db.execute("INSERT INTO guilds (id, name, created_at) VALUES (1, 'g', 0)")
+    rows = [(5, 9, 70, "how do I fix grub?", None, "{}"), (6, 9, 71, "ann: reinstall it", 5, "{}"),
+            (8, 8, 70, "a thread", None, '{"thread": true}')]
+    for iid, cid, author, text, parent, meta in rows:
+        db.execute("INSERT INTO items (id, guild_id, channel_id, kind, author_id, text, created_at, parent_item_id, meta) "
+                   "VALUES (?, 1, ?, 'message', ?, ?, ?, ?, ?)", (iid, cid, author, text, float(iid), parent, meta))
+    db.commit()
+    db.close()
+    async with Store.connect(path) as s:
+        assert await s.pragma("user_version") == SCHEMA_VERSION >= 4
+        lines = await s.chat_lines(1, 9)
+        assert [(line["message_id"], line["author_id"], line["reply_to"]) for line in lines] == [(5, 70, None), (6, 71, 5)]
+        assert await s.chat_lines(1, 8) == []
+        assert await s.count("chat_lines") == 2
+
+
 def _items(n=3, guild=10):
     return [Item(id=1000 + i, guild_id=guild, kind="message", text=f"message number {i}", created_at=1.0e9 + i,
                  channel_id=20, author_id=30 + i) for i in range(n)]
