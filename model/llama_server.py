@@ -135,7 +135,7 @@ def build_llama_app(settings: Settings, binary: Path, gguf: Path, model_name: st
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
     from model.engine import llama_server_command
-    from model.penalty_check import pop_penalties
+    from model.penalty_check import check_request, pop_penalties
     from model.server import free_port
     from model.server_metrics import add_metrics
 
@@ -182,8 +182,7 @@ def build_llama_app(settings: Settings, binary: Path, gguf: Path, model_name: st
     async def generate(request: Request) -> Response:
         try:
             body = await request.json()
-            if not isinstance(body, dict):
-                raise TypeError("the body must be a JSON object")
+            check_request(body)
             penalties = pop_penalties(body)
         except (ValueError, TypeError) as err:
             return JSONResponse({"detail": str(err)}, status_code=400)

@@ -61,3 +61,35 @@ def pop_penalties(body: dict) -> Penalties:
         presence=_number(body, "presence_penalty", 0.0, *PENALTY_RANGE),
         repetition=_number(body, "repetition_penalty", 1.0, *REPETITION_RANGE, low_open=True),
     )
+
+
+MAX_STOPS = 4  # OpenAI's limit on `stop` strings
+
+
+def check_request(body: dict) -> None:
+    """Check the fields of a chat-completion ``body`` that both engines must refuse alike (OpenAI's
+    ranges): ``messages`` a non-empty list of objects; ``temperature`` a number in [0, 2]; ``top_p``
+    in (0, 1]; ``max_tokens`` / ``max_completion_tokens`` an integer ≥ 1; ``n`` 1 (one choice per
+    request); ``stream`` a boolean; ``stop`` a string or up to 4 non-empty strings. Raises
+    ``ValueError`` with a one-line reason (the fronts answer HTTP 400 with it); changes nothing."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise ValueError("'messages' must be a non-empty list of message objects.")
+    probe = {k: body[k] for k in ("temperature", "top_p") if k in body}
+    _number(probe, "temperature", 1.0, 0.0, 2.0)
+    _number(probe, "top_p", 1.0, 0.0, 1.0, low_open=True)
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"'{name}' must be an integer of at least 1, got {value!r}.")
+    if body.get("n", 1) != 1 or isinstance(body.get("n"), bool):
+        raise ValueError(f"'n' must be 1 (one choice per request), got {body.get('n')!r}.")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise ValueError(f"'stream' must be true or false, got {body['stream']!r}.")
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop
+    if stop is not None and (not isinstance(stops, list) or len(stops) > MAX_STOPS
+                             or not all(isinstance(x, str) and x for x in stops)):
+        raise ValueError(f"'stop' must be a non-empty string or up to {MAX_STOPS} of them, got {stop!r}.")

@@ -45,8 +45,9 @@ What transformers 5.24's ``serve`` lacks, and what this module adds (nothing els
    starts a multi-byte character and does not finish it) as "\ufffd"; ours drops it
    (:mod:`model.detok`).
 
-Also noted (not worked around): ``stop`` strings are not applied by CB — the client enforces them
-(:mod:`model.client`); ``user`` is accepted and ignored.
+8. **``stop`` strings**: CB ignores them; the front applies them to what it sends
+   (:mod:`model.server_stops`), and checks the request's fields as the llama.cpp engine's front does
+   (:func:`model.penalty_check.check_request`: HTTP 400 with one line). ``user`` is accepted and ignored.
 """
 
 from __future__ import annotations

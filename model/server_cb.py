@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 from typing import Any
 
 from model.penalties import Penalties
@@ -31,19 +32,31 @@ def chat_handler_class():
     the extra field ``repetition_penalty`` out of the body (HTTP 400 for a bad value) and hands them to
     the CB manager of this request (:func:`generation_state`)."""
     from fastapi import HTTPException
+    from starlette.responses import JSONResponse, StreamingResponse
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
 
     from model.penalties import pop_penalties
+    from model.penalty_check import check_request
+    from model.server_stops import cut_reply, filter_stream, pop_stops
 
     class _ChatHandler(ChatCompletionHandler):
         async def handle_request(self, body: dict, request_id: str):
             body = dict(body)
             try:
+                check_request(body)
                 penalties = pop_penalties(body)
             except ValueError as err:
                 raise HTTPException(status_code=400, detail=str(err)) from None
             _request_penalties.set(penalties)
-            return await super().handle_request(body, request_id)
+            stops = pop_stops(body)
+            response = await super().handle_request(body, request_id)
+            if not stops:
+                return response
+            if isinstance(response, StreamingResponse):
+                response.body_iterator = filter_stream(response.body_iterator, stops)
+                return response
+            payload = cut_reply(json.loads(response.body), stops)
+            return JSONResponse(payload, status_code=response.status_code)
 
     return _ChatHandler
 

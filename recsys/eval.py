@@ -114,6 +114,10 @@ def evaluate(
     vecs = item_vectors(ds, items_jsonl, embedder)
     t_embed = time.perf_counter() - t0
     held = holdouts(ds, protocol)
+    if not held:
+        raise EvalInputError(f"{interactions_csv}: no user has 3 interactions or more"
+                             + (" with one on an item someone else wrote" if protocol == "others" else "")
+                             + ": nothing to hold out and evaluate")
     run = Run(ds, vecs, k=k, protocol=protocol, half_life_days=half_life_days, max_interests=max_interests,
               mmr_lambda=mmr_lambda, keep_candidates=details is not None and bool(details.get("keep_candidates")))
     run.replay(held)

@@ -116,10 +116,43 @@ async def test_repetition_control_is_honoured_per_request(engine_generator):
 
     plain, repetition, frequency = await asyncio.gather(run(), run(repetition_penalty=1.3), run(frequency_penalty=1.0))
     alone = await run()
-    assert plain == alone  # greedy per request, and no penalty leaked into it from its batch neighbours
+    if engine_generator.settings.generator.engine == "transformers":
+        # one logits processor serves the whole batch there: no penalty may leak into a neighbour.
+        # (llama.cpp samples each slot apart, and its batched kernels are not bit-identical across
+        # batch sizes and cached prompts, so a greedy reply in a batch of 3 may differ from it alone.)
+        assert plain == alone
+    assert distinct_2(plain) <= distinct_2(alone) + 0.25  # in the batch it loops as it does alone
     for penalised in (repetition, frequency):
         assert penalised != plain
         assert distinct_2(penalised) > distinct_2(plain)
+
+
+async def test_any_openai_client_gets_stop_strings_and_clear_refusals(engine_generator):
+    """Raw HTTP, as another OpenAI client sends it: ``stop`` cuts the reply before the stop string with
+    finish_reason "stop", streamed and not; bad fields are HTTP 400 with a reason, alike on both engines."""
+    url = engine_generator.url + "/chat/completions"
+    body = {"messages": [{"role": "user", "content": "Count from 1 to 10 separated by commas."}], "max_tokens": 40,
+            "temperature": 0}
+    async with httpx.AsyncClient(timeout=120) as http:
+        full = (await http.post(url, json=body)).json()["choices"][0]["message"]["content"]
+        words = full.split()
+        assert len(words) >= 4, full
+        stop = words[len(words) // 2]
+        cut = (await http.post(url, json={**body, "stop": [stop]})).json()["choices"][0]
+        assert cut["finish_reason"] == "stop" and cut["message"]["content"] == full[: full.index(stop)]
+        streamed, finish = "", None
+        async with http.stream("POST", url, json={**body, "stop": stop, "stream": True}) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: {"):
+                    for choice in json.loads(line[6:]).get("choices") or []:
+                        streamed += (choice.get("delta") or {}).get("content") or ""
+                        finish = choice.get("finish_reason") or finish
+        assert streamed == full[: full.index(stop)] and finish == "stop"
+        for bad in ({"messages": []}, {"temperature": "hot"}, {"temperature": -1}, {"top_p": 2}, {"max_tokens": -5},
+                    {"max_tokens": 0}, {"n": 3}, {"stream": "yes"}, {"stop": [""]}, {"stop": list("abcde")}):
+            r = await http.post(url, json={**body, **bad})
+            assert r.status_code == 400, (bad, r.status_code, r.text)
+            assert next(iter(bad)) in r.json()["detail"], (bad, r.text)
 
 
 async def test_stop_strings_end_the_reply_before_them(engine_generator):

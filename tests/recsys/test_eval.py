@@ -201,3 +201,6 @@ def test_bad_input_is_a_clear_error(tmp_path, embedder):
         evaluate(tmp_path / "missing.csv", items, embedder=embedder)
     with pytest.raises(ValueError, match="protocol"):
         evaluate(inter, items, protocol="random", embedder=embedder)
+    items.write_text('{"question_id": "1", "title": "t", "body_text": "b", "created": "2015-01-01T00:00:00"}\n')
+    with pytest.raises(EvalInputError, match="nothing to hold out"):  # one user, one interaction: no table of zeros
+        evaluate(inter, items, embedder=embedder)
