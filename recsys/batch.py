@@ -30,9 +30,9 @@ from recsys.pipeline import (
     DEFAULT_MAX_INTERESTS,
     FRESH_CANDIDATES,
     NEIGHBOUR_HITS,
-    POPULAR_CANDIDATES,
     GuildStats,
     Pick,
+    stats_candidates,
 )
 from recsys.reasons import reasons_many
 from recsys.snapshot import guild_snapshot
@@ -145,14 +145,11 @@ async def _load(
 def shared_candidates(table: Mapping[str, np.ndarray], derived: dict, stats: GuildStats, now: float) -> set[int]:
     """:func:`recsys.pipeline.guild_candidates` from a current snapshot's item columns instead of the
     store: the ``FRESH_CANDIDATES`` newest items created at or before ``now`` (newest first, then the
-    higher id, as its query orders them) and the stats' trending, popular and most active items (the
-    same expressions, computed once per ``stats`` object and kept in ``derived``)."""
+    higher id, as its query orders them) and :func:`recsys.pipeline.stats_candidates` (computed once
+    per ``stats`` object and kept in ``derived``)."""
     got = derived.get("popular")
     if got is None or got[0] is not stats:
-        top = set(sorted(stats.trending, key=stats.trending.get, reverse=True)[:POPULAR_CANDIDATES])
-        top.update(sorted(stats.popularity, key=stats.popularity.get, reverse=True)[:POPULAR_CANDIDATES])
-        top.update(stats.most_active(POPULAR_CANDIDATES))
-        got = derived["popular"] = (stats, frozenset(top))
+        got = derived["popular"] = (stats, stats_candidates(stats))
     ids, created = table["id"], table["created_at"]
     at = np.flatnonzero(created <= now)
     newest = at[np.lexsort((-ids[at], -created[at]))[:FRESH_CANDIDATES]]

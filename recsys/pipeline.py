@@ -187,11 +187,16 @@ def latest_activity(history: list[Interaction]) -> float | None:
 
 async def guild_candidates(store: Store, stats: GuildStats, guild_id: int, now: float) -> set[int]:
     """Candidates every member gets: the newest, trending, most engaged-with and most recently active items."""
-    cand = {it.id for it in await store.recent_items(guild_id, FRESH_CANDIDATES, before=now)}
-    cand.update(sorted(stats.trending, key=stats.trending.get, reverse=True)[:POPULAR_CANDIDATES])
-    cand.update(sorted(stats.popularity, key=stats.popularity.get, reverse=True)[:POPULAR_CANDIDATES])
-    cand.update(stats.most_active(POPULAR_CANDIDATES))
-    return cand
+    return {it.id for it in await store.recent_items(guild_id, FRESH_CANDIDATES, before=now)} | stats_candidates(stats)
+
+
+def stats_candidates(stats: GuildStats) -> frozenset[int]:
+    """The part of :func:`guild_candidates` the guild's statistics give: the ``POPULAR_CANDIDATES``
+    most trending, most engaged-with and most recently active items."""
+    top = set(sorted(stats.trending, key=stats.trending.get, reverse=True)[:POPULAR_CANDIDATES])
+    top.update(sorted(stats.popularity, key=stats.popularity.get, reverse=True)[:POPULAR_CANDIDATES])
+    top.update(stats.most_active(POPULAR_CANDIDATES))
+    return frozenset(top)
 
 
 def visible_from_snapshot(guild_id: int, member: dict | None, member_id: int, channels: list[dict]) -> set[int]:

@@ -188,8 +188,7 @@ async def test_a_prompt_over_the_context_window_is_a_400_in_openai_words(engine_
     assert r.status_code == 400
     assert f"maximum context length is {window} tokens" in r.text
     with pytest.raises(ContextTooLong):
-        async for _ in engine_generator.client.stream_chat([{"role": "user", "content": words}], max_tokens=8):
-            pass
+        [d async for d in engine_generator.client.stream_chat([{"role": "user", "content": words}], max_tokens=8)]
 
 
 async def test_a_killed_server_is_restarted_by_the_supervisor(engine_generator):

@@ -96,7 +96,7 @@ async def test_a_write_by_another_connection_invalidates_the_snapshot(rec: Recom
 async def test_shared_candidates_from_the_snapshot_equal_the_store_query(rec: Recommender, store, monkeypatch):
     for module in ("recsys.pipeline", "recsys.batch"):  # a limit the small guild reaches
         monkeypatch.setattr(f"{module}.FRESH_CANDIDATES", 5)
-        monkeypatch.setattr(f"{module}.POPULAR_CANDIDATES", 2)
+    monkeypatch.setattr("recsys.pipeline.POPULAR_CANDIDATES", 2)  # read by stats_candidates, for both
     hops = await _guild(rec)
     later = make_items(se_beer("glassware", 4, exclude=("hops",)), start_id=30_000, age_days=-1.0)  # after NOW
     same_time = make_items(se_beer("history", 3, exclude=("hops",)), start_id=40_000, age_days=0.5)
