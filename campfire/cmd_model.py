@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import time
 
 from campfire.config import Settings
@@ -97,6 +98,28 @@ def pull(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``campfire serve`` could not listen on ``host``:``port`` (TCP), in one line, or None when it can:
+    checked by binding as uvicorn does (``SO_REUSEADDR``: connections still closing from an earlier run
+    do not count) and closing at once — before the model loads (seconds), not after."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        return f"cannot listen on {host}: {err.strerror} (--host takes an address of this machine, e.g. 127.0.0.1)"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+            probe.listen(1)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use (another `campfire serve`?): stop it or pass --port N (0 = any free port)"
+            return f"cannot listen on {host}:{port}: {err.strerror}"
+    return None
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     """``campfire serve [--host H] [--port P] [--model PATH|NAME] [--engine auto|transformers|llama.cpp]``: the
     OpenAI-compatible generator server in the foreground (``model.server.run_server``) on ``--model`` (a
@@ -105,6 +128,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     returns its exit code."""
     from model.server import run_server  # written with the generator issue
 
+    host = args.host or settings.generator.host
+    port = settings.generator.port if args.port is None else args.port
+    problem = port_problem(host, port) if port else None
+    if problem:
+        print(f"campfire serve: {problem}")
+        return 2
     if getattr(args, "model", None):
         from campfire.cmd_finetune import model_folder
 

@@ -4,16 +4,23 @@ Source: the source distribution of llama-cpp-python pinned with its sha256 in
 ``requirements/llama-server.txt`` (MIT; it vendors llama.cpp under ``vendor/llama.cpp``, whose
 ``tools/server`` is ``llama-server``). ``pip download --no-deps --no-binary :all: --require-hashes``
 fetches it (pip's cache keeps it), only the vendored llama.cpp is extracted and compiled with cmake
-(target ``llama-server`` only, static libraries, no HTTPS, no web-UI download), and the binary is
-installed at ``<cache>/llama.cpp-<version>-<variant>/bin/llama-server`` where ``<cache>`` is
-``$CAMPFIRE_LLAMA_CACHE``, else ``$XDG_CACHE_HOME/campfire``, else ``~/.cache/campfire``.
+(targets :data:`TARGETS`: ``llama-server``, and ``llama-quantize`` for quantising fine-tuned GGUFs; static
+libraries, no HTTPS, no web-UI download), the server must pass a smoke test (:func:`smoke`: it
+generates 4 tokens with the packaged model, which runs the matrix kernels ``--version`` never does),
+and both binaries are installed in ``<cache>/llama.cpp-<version>-<variant>/bin/`` where ``<cache>`` is
+``$CAMPFIRE_LLAMA_CACHE``, else ``$XDG_CACHE_HOME/campfire``, else ``~/.cache/campfire``
+(:func:`server_binary`, :func:`quantize_binary` find them).
 
-Variants: ``portable`` (default: ``GGML_NATIVE=OFF``, i.e. llama.cpp's x86-64 default set SSE4.2, AVX,
-AVX2, BMI2, FMA, F16C — runs on any x86-64 CPU since 2013 (Haswell/Zen), so a cache or image built
-on one machine runs on another) or ``native`` (``GGML_NATIVE=ON``: this CPU's instruction set, e.g.
-AVX-512; the binary may not start elsewhere). ``make install`` runs ``python -m model.build_llama``;
-a second run finds the binary and returns at once. On failure it prints one line and exits 0, and
-``campfire serve`` uses the transformers engine (``--strict``: exit 1 instead).
+Variants (``--portable`` / ``--native``, else ``$CAMPFIRE_LLAMA_VARIANT``, else portable):
+``portable`` (``GGML_NATIVE=OFF``, i.e. llama.cpp's x86-64 default set SSE4.2, AVX, AVX2, BMI2, FMA,
+F16C — runs on any x86-64 CPU since 2013 (Haswell/Zen), so a cache or image built on one machine runs
+on another) or ``native`` (``GGML_NATIVE=ON``: this CPU's instruction set, e.g. AVX-512, less AMX —
+:data:`NATIVE_FLAGS`; cached per CPU, ``llama.cpp-<version>-native-<cpu_tag()>``, as it may not run
+elsewhere; a native build that fails falls back to the portable one). On this project's AVX-512 Xeon
+the portable build was the faster (README "Generator engines"), so ``make install`` builds portable
+(``LLAMA_VARIANT=native`` for the other). A second run finds the binaries and returns at once. On
+failure it prints one line and exits 0, and ``campfire serve`` uses the transformers engine
+(``--strict``: exit 1 instead).
 
 Measured on this project's 2-core Xeon (shared): configure + build ≈ see README "Generator engines".
 """
@@ -21,8 +28,10 @@ Measured on this project's 2-core Xeon (shared): configure + build ≈ see READM
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -34,11 +43,25 @@ from pathlib import Path
 
 PIN_FILE = Path(__file__).resolve().parent.parent / "requirements" / "llama-server.txt"
 SERVER_ENV = "CAMPFIRE_LLAMA_SERVER"  # an explicit llama-server binary, overriding the cache
+TARGETS = ("llama-server", "llama-quantize")  # the engine; quantising fine-tuned GGUFs (issue 12)
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_CCACHE=OFF",
     "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON",
     "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF",
 )
+
+
+# native: this CPU's instruction set, less AMX — llama.cpp's AMX kernel for Q4_1 (the packaged SmolLM2)
+# died with SIGILL at its first decode on this project's Xeon (tinygemm_kernel_amx, `tilezero`), which
+# `--version` does not show; AVX-512 (VNNI, BF16, VBMI) stays
+NATIVE_FLAGS = ("-DGGML_NATIVE=ON", "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+                "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+
+
+def _variant_flags(variant: str) -> tuple[str, ...]:
+    if variant != "native":
+        return ("-DGGML_NATIVE=OFF",)
+    return NATIVE_FLAGS if platform.machine().lower() in ("x86_64", "amd64") else ("-DGGML_NATIVE=ON",)
 
 
 class BuildError(RuntimeError):
@@ -64,9 +87,42 @@ def cache_root() -> Path:
     return Path(base) / "campfire"
 
 
+def cpu_tag() -> str:
+    """A short fingerprint of this CPU (model name and instruction-set flags of ``/proc/cpuinfo``; "unknown"
+    without it): a ``native`` build is kept per CPU, so a cache folder shared with or copied to another
+    machine never hands it a binary with instructions its CPU lacks (they would fail mid-generation,
+    not at ``--version``)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "unknown"
+    fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in info.splitlines() if ":" in line}
+    key = fields.get("model name", "") + "|" + " ".join(sorted(fields.get("flags", "").split()))
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
 def install_dir(variant: str = "portable", version: str | None = None) -> Path:
-    """``<cache>/llama.cpp-<version>-<variant>`` (the pinned version by default)."""
-    return cache_root() / f"llama.cpp-{version or pinned()[0]}-{variant}"
+    """``<cache>/llama.cpp-<version>-portable``, or ``…-native-<cpu_tag()>`` (the pinned version by default)."""
+    suffix = f"native-{cpu_tag()}" if variant == "native" else variant
+    return cache_root() / f"llama.cpp-{version or pinned()[0]}-{suffix}"
+
+
+def _folders() -> list[Path]:
+    """Cached build folders to look in, best first: the pinned version's ``native``, then ``portable``;
+    any cached version when the pin file is not installed (a wheel, an image)."""
+    try:
+        return [install_dir(variant, pinned()[0]) for variant in ("native", "portable")]
+    except BuildError:
+        found = [f for f in cache_root().glob("llama.cpp-*") if "-native-" not in f.name or f.name.endswith(f"-native-{cpu_tag()}")]
+        return sorted(found, key=lambda f: (_version_key(f.name.split("-")[1]), "-native-" in f.name), reverse=True)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+
+
+def _executable(path: Path) -> Path | None:
+    return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
 def server_binary() -> Path | None:
@@ -75,17 +131,19 @@ def server_binary() -> Path | None:
     version when the pin file is not installed), else None."""
     explicit = os.environ.get(SERVER_ENV)
     if explicit:
-        path = Path(explicit)
-        return path if path.is_file() and os.access(path, os.X_OK) else None
-    try:
-        folders = [install_dir(variant, pinned()[0]) for variant in ("native", "portable")]
-    except BuildError:  # installed without requirements/ (a wheel, an image): any cached build
-        folders = sorted(cache_root().glob("llama.cpp-*"), reverse=True)
-    for folder in folders:
-        path = folder / "bin" / "llama-server"
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    return None
+        return _executable(Path(explicit))
+    return next((p for f in _folders() if (p := _executable(f / "bin" / "llama-server"))), None)
+
+
+def quantize_binary() -> Path | None:
+    """llama.cpp's ``llama-quantize`` (e.g. to quantise a fine-tuned GGUF to the base model's Q4_1) from
+    the same place as :func:`server_binary`: next to ``$CAMPFIRE_LLAMA_SERVER`` when that is set, else
+    ``bin/`` of the cached build (``native`` before ``portable``). None when there is none (a build made
+    before it was added: ``python -m model.build_llama --force`` builds both)."""
+    explicit = os.environ.get(SERVER_ENV)
+    if explicit:
+        return _executable(Path(explicit).parent / "llama-quantize")
+    return next((p for f in _folders() if (p := _executable(f / "bin" / "llama-quantize"))), None)
 
 
 def _sha256(path: Path) -> str:
@@ -133,9 +191,49 @@ def _run(cmd: list[str], log, what: str) -> None:
         raise BuildError(f"{what} failed (log: {log.name})")
 
 
+def smoke(server: Path, timeout_s: float = 60.0) -> str:
+    """Run ``server`` (a ``llama-server`` binary) on the packaged SmolLM2 GGUF and have it write 4 tokens
+    after a 20-token prompt (its matrix kernels, which ``--version`` never runs); returns one line
+    saying so, or that it was skipped (no packaged model). Raises :class:`BuildError` when it dies or
+    does not answer within ``timeout_s`` seconds."""
+    import json
+    import socket
+    import urllib.request
+
+    from model.prepare import ModelNotFound, packaged_gguf
+
+    try:
+        gguf = packaged_gguf()
+    except ModelNotFound:
+        return "smoke test skipped (the packaged model is not installed)"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-t", "1", "-c", "512", "-np", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    body = json.dumps({"prompt": "The campfire crackled as the friends told stories about the old lighthouse on the hill",
+                       "n_predict": 4}).encode()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BuildError(f"the built llama-server does not run on this CPU (exit {proc.returncode}); try --portable")
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/completion", data=body, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+                    if json.load(answer).get("tokens_predicted", 0) > 0:
+                        return "smoke test passed (the packaged model wrote 4 tokens)"
+            except OSError:
+                time.sleep(0.2)
+        raise BuildError(f"the built llama-server did not answer within {timeout_s:.0f} s")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def build(variant: str = "portable", jobs: int = 2, sdist: Path | None = None, say=print) -> Path:
-    """Build ``llama-server`` of the pinned version into :func:`install_dir` (``variant``: ``portable`` |
-    ``native``; ``jobs``: parallel compile jobs); returns the binary. Prints each step and its seconds
+    """Build ``llama-server`` and ``llama-quantize`` (:data:`TARGETS`) of the pinned version into :func:`install_dir` (``variant``: ``portable`` |
+    ``native``; ``jobs``: parallel compile jobs); returns the server binary. Prints each step and its seconds
     through ``say``. Raises :class:`BuildError` (one line) when a tool is missing or a step fails."""
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
@@ -149,42 +247,73 @@ def build(variant: str = "portable", jobs: int = 2, sdist: Path | None = None, s
         source = _extract_vendor(fetch_sdist(Path(tmp), sdist), Path(tmp))
         say(f"llama-server: llama-cpp-python {version} sdist fetched and llama.cpp extracted ({time.perf_counter() - t0:.0f} s)")
         build_dir = Path(tmp) / "build"
-        flags = [*CMAKE_FLAGS, f"-DGGML_NATIVE={'ON' if variant == 'native' else 'OFF'}"]
+        flags = [*CMAKE_FLAGS, *_variant_flags(variant)]
         t1 = time.perf_counter()
         _run(["cmake", "-S", str(source), "-B", str(build_dir), *flags], log, "cmake configure")
         say(f"llama-server: configured ({variant}; {time.perf_counter() - t1:.0f} s); compiling with {jobs} jobs (≈ 5–10 min on 2 cores)…")
         t2 = time.perf_counter()
-        _run(["cmake", "--build", str(build_dir), "--target", "llama-server", "-j", str(jobs)], log, "compilation")
-        built = next(build_dir.rglob("bin/llama-server"), None)
-        if built is None:
-            raise BuildError(f"the build produced no llama-server (log: {log_path})")
+        _run(["cmake", "--build", str(build_dir), "--target", *TARGETS, "-j", str(jobs)], log, "compilation")
         (target / "bin").mkdir(exist_ok=True)
-        tmp_bin = target / "bin" / "llama-server.tmp"
-        shutil.copy2(built, tmp_bin)
-        os.replace(tmp_bin, target / "bin" / "llama-server")
+        for name in TARGETS:
+            built = next(build_dir.rglob(f"bin/{name}"), None)
+            if built is None:
+                raise BuildError(f"the build produced no {name} (log: {log_path})")
+            shutil.copy2(built, target / "bin" / f"{name}.tmp")
         say(f"llama-server: compiled in {time.perf_counter() - t2:.0f} s; total {time.perf_counter() - t0:.0f} s")
+        say(f"llama-server: {smoke(target / 'bin' / 'llama-server.tmp')}")
+        for name in TARGETS:
+            os.replace(target / "bin" / f"{name}.tmp", target / "bin" / name)
     return target / "bin" / "llama-server"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m model.build_llama [--native] [--jobs N] [--sdist FILE] [--force] [--strict]``.
-    Returns 0 (also on a failed build, after one line saying the transformers engine will be used,
-    unless ``--strict``: then 1)."""
+VARIANT_ENV = "CAMPFIRE_LLAMA_VARIANT"  # portable | native: the default when neither flag is given
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model.build_llama", description=__doc__.splitlines()[0])
-    parser.add_argument("--native", action="store_true", help="optimise for this CPU (the binary may not run elsewhere)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--native", action="store_true", help="optimise for this CPU (the binary may not run elsewhere)")
+    which.add_argument("--portable", action="store_true", help="any x86-64 CPU since 2013 (AVX2; an image's build)")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("CAMPFIRE_BUILD_JOBS", "2")))
     parser.add_argument("--sdist", type=Path, default=None, help="a local copy of the pinned sdist (sha256 checked)")
     parser.add_argument("--force", action="store_true", help="build again even when the binary is cached")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the build fails")
+    return parser
+
+
+def variant_of(argv: list[str] | None = None) -> str:
+    """``native`` or ``portable`` for the command line ``argv``: its flag, else ``$CAMPFIRE_LLAMA_VARIANT``,
+    else ``portable``. Exits 2 (argparse's message) on an unknown variant."""
+    parser = _parser()
     args = parser.parse_args(argv)
-    variant = "native" if args.native else "portable"
+    if args.native or args.portable:
+        return "native" if args.native else "portable"
+    variant = os.environ.get(VARIANT_ENV) or "portable"
+    if variant not in ("portable", "native"):
+        parser.error(f"{VARIANT_ENV}={variant!r}: use portable or native")
+    return variant
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model.build_llama [--native|--portable] [--jobs N] [--sdist FILE] [--force] [--strict]``.
+    Returns 0 (also on a failed build, after one line saying the transformers engine will be used,
+    unless ``--strict``: then 1)."""
+    args = _parser().parse_args(argv)
+    variant = variant_of(argv)
+    say = functools.partial(print, flush=True)
     try:
         binary = install_dir(variant) / "bin" / "llama-server"
-        if binary.is_file() and not args.force:
+        if all((binary.parent / name).is_file() for name in TARGETS) and not args.force:
             print(f"llama-server: cached at {binary}")
             return 0
         print(f"llama-server: building llama.cpp's server once ({variant}) into {binary.parent.parent}", flush=True)
-        build(variant, max(1, args.jobs), args.sdist, say=lambda line: print(line, flush=True))
+        try:
+            binary = build(variant, max(1, args.jobs), args.sdist, say=say)
+        except BuildError as err:
+            if variant != "native":
+                raise
+            print(f"llama-server: the native build failed ({err}); building the portable one", flush=True)
+            binary = build("portable", max(1, args.jobs), args.sdist, say=say)
     except (BuildError, OSError) as err:
         print(f"llama-server: not built ({err}); campfire serve will use the transformers engine")
         return 1 if args.strict else 0

@@ -46,7 +46,8 @@ def cuda_visible() -> bool:
 def gguf_of(model_path: Path) -> Path | None:
     """The GGUF file to serve for ``model_path``: the path itself when it is a ``.gguf`` file, else the
     ``gguf`` (or ``source``) the folder was prepared from (its ``campfire-prepared.json``; ``campfire model
-    prepare`` and ``pull`` record it) when that file still exists; None otherwise."""
+    prepare`` and ``pull`` record it; a fine-tuned folder names its exported GGUF relative to itself) when that
+    file still exists; None otherwise."""
     from model.prepare import read_marker
 
     path = Path(model_path)
@@ -54,15 +55,22 @@ def gguf_of(model_path: Path) -> Path | None:
         return path if path.is_file() else None
     marker = read_marker(path)
     gguf = Path(str(marker.get("gguf") or marker.get("source") or ""))  # folders prepared before "gguf" was kept
+    gguf = gguf if gguf.is_absolute() else path / gguf  # relative: inside the folder (model.export_gguf)
     return gguf if gguf.suffix == ".gguf" and gguf.is_file() else None
 
 
 def resolve_engine(gen: GeneratorSettings, model_path: Path, engine: str | None = None) -> tuple[str, str]:
     """``(engine, reason)``: ``transformers`` or ``llama.cpp`` for ``engine`` (default ``gen.engine``) on
     ``model_path``; ``reason`` is one line for the log. An explicit ``llama.cpp`` that cannot run (no
-    binary or no GGUF) raises :class:`RuntimeError` with the reason; ``auto`` falls back instead."""
+    binary or no GGUF) raises :class:`RuntimeError` with the reason; ``auto`` falls back instead. A
+    ``model_path`` that is neither a prepared folder nor a GGUF file raises
+    :class:`model.prepare.ModelNotFound` (a RuntimeError) saying to run ``campfire model prepare``,
+    before any engine is looked at."""
     from model.build_llama import server_binary
+    from model.prepare import ModelNotFound, is_prepared
 
+    if not is_prepared(Path(model_path)) and gguf_of(model_path) is None:
+        raise ModelNotFound(f"no prepared model at {model_path}: run `campfire model prepare` first")
     engine = engine or gen.engine
     if engine == "transformers":
         return "transformers", "generator.engine = transformers"
@@ -120,21 +128,37 @@ def generator_threads(gen: GeneratorSettings) -> int:
     return max(1, cores - 1 if cores <= 4 else cores - 2)
 
 
+def generator_batch_threads(gen: GeneratorSettings) -> int:
+    """Threads for llama.cpp's batched steps (``--threads-batch``): every step holding more than one token —
+    a prompt, and decoding two or more streams at once. ``generator.threads`` (or
+    ``CAMPFIRE_GENERATOR_THREADS``) when set; else :func:`generator_threads` plus the core it leaves for
+    the bot (at most the free cores): a batched step has enough work per matrix to split across both
+    cores of a 2-core machine, while one stream decodes on one thread. Measured with bench/generator.py,
+    8 concurrent requests, SmolLM2 Q4_1 (README "Generator engines")."""
+    env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
+    if gen.threads > 0 or (env.isdigit() and int(env) > 0):
+        return generator_threads(gen)
+    return min(free_cores(), generator_threads(gen) + 1)
+
+
 def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSettings, alias: str) -> list[str]:
     """The ``llama-server`` command line serving ``gguf`` on ``127.0.0.1:port``.
 
-    ``--parallel`` = ``generator.max_concurrency`` slots sharing one KV cache (llama-server's default,
-    unified: slots reuse each other's identical prompt prefixes — the persona, a story prompt: story TTFT p50
-    at 8 concurrent requests 2.9 s with separate per-slot caches, 0.6 s shared, bench/generator.py on
-    a quiet machine) of ``--ctx-size`` = slots × ``generator.context_tokens`` tokens, so every slot can hold the whole
-    window at once (f16, allocated at start: SmolLM2-135M ≈ 22.5 KB per token, 8 × 2048 ≈ 377 MB). ``--cache-ram``
-    :data:`PROMPT_CACHE_MIB` instead of 8 GiB. ``--alias``: the id ``/v1/models`` lists (the transformers
+    ``--threads`` :func:`generator_threads` (one stream decoding), ``--threads-batch``
+    :func:`generator_batch_threads` (prompts, and several streams decoding at once). ``--parallel`` =
+    ``generator.max_concurrency`` slots, each with its own part of the KV cache (llama-server's default
+    when ``--parallel`` is given: ``kv_unified = false`` in its log; ``--kv-unified`` measured no faster:
+    51.8 vs 53.6 tok/s chat, 44.7 vs 51.1 story, at 8 concurrent requests) of ``--ctx-size`` = slots ×
+    ``generator.context_tokens`` tokens, so every slot can hold the whole window at once (f16, allocated
+    at start: SmolLM2-135M ≈ 22.5 KB per token, 8 × 2048 ≈ 377 MB; q8_0 K/V measured no faster either).
+    ``--cache-ram`` :data:`PROMPT_CACHE_MIB` instead of 8 GiB: prompts seen before (the persona, a story
+    prompt) are not computed again. ``--alias``: the id ``/v1/models`` lists (the transformers
     engine's, so clients see one name)."""
     threads = generator_threads(gen)
     slots = gen.max_concurrency
     return [
         str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-        "--alias", alias, "--threads", str(threads), "--threads-batch", str(threads),
+        "--alias", alias, "--threads", str(threads), "--threads-batch", str(generator_batch_threads(gen)),
         "--parallel", str(slots), "--ctx-size", str(slots * gen.context_tokens),
         "--cache-ram", str(PROMPT_CACHE_MIB), "--metrics", "--no-webui", "--jinja",
     ]

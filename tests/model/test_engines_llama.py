@@ -8,20 +8,25 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from campfire.cmd_model import port_problem
 from model import build_llama
 from model.engine import (
+    generator_batch_threads,
     generator_threads,
     gguf_of,
     llama_server_command,
     resolve_engine,
 )
-from model.llama_server import context_error, upstream_body
+from model.llama_server import Tally, child_env, context_error, upstream_body
 from model.penalty_check import Penalties
-from model.prepare import packaged_gguf
+from model.prepare import ModelNotFound, packaged_gguf
 
 
 def test_threads_follow_the_setting_then_the_environment_then_the_free_cores(make_settings, monkeypatch):
@@ -34,12 +39,24 @@ def test_threads_follow_the_setting_then_the_environment_then_the_free_cores(mak
     assert 1 <= auto <= max(1, cores - 1)  # one core left for the bot (on this 2-core machine: 1 thread)
 
 
+def test_batched_steps_take_the_core_left_for_the_bot_unless_threads_are_set(make_settings, monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    auto = make_settings().generator
+    assert generator_batch_threads(auto) == min(cores, generator_threads(auto) + 1)  # 2 on this 2-core machine
+    cmd = llama_server_command(Path("/bin/llama-server"), Path("/m.gguf"), 4321, auto, "smollm")
+    args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    assert args["--threads"] == str(generator_threads(auto)) and args["--threads-batch"] == str(generator_batch_threads(auto))
+    assert generator_batch_threads(make_settings(generator={"threads": 3}).generator) == 3  # an admin's choice holds
+    monkeypatch.setenv("CAMPFIRE_GENERATOR_THREADS", "1")
+    assert generator_batch_threads(make_settings().generator) == 1
+
+
 def test_slots_and_context_come_from_concurrency_and_the_window(make_settings):
     gen = make_settings(generator={"max_concurrency": 4, "context_tokens": 1024, "threads": 1}).generator
     cmd = llama_server_command(Path("/bin/llama-server"), Path("/m.gguf"), 4321, gen, "smollm")
     args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
     assert args["--parallel"] == "4" and args["--ctx-size"] == "4096"  # each slot: the whole 1024-token window
-    assert args["--threads"] == "1" and args["--port"] == "4321" and args["--alias"] == "smollm"
+    assert args["--threads"] == "1" and args["--threads-batch"] == "1" and args["--port"] == "4321" and args["--alias"] == "smollm"
     assert "--metrics" in cmd and args["--host"] == "127.0.0.1"
 
 
@@ -111,6 +128,8 @@ async def test_a_dead_llama_server_child_is_restarted_through_health(engine_gene
     server = engine_generator.server
     front, restarts = server.pid, server.restarts
     (child,) = _children(front)
+    environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+    assert b"OMP_WAIT_POLICY=passive" in environ or os.environ.get("OMP_WAIT_POLICY")  # its threads sleep at barriers
     with caplog.at_level("WARNING", logger="model.supervisor"):
         os.kill(child, signal.SIGKILL)
         await asyncio.sleep(0.3)
@@ -120,3 +139,66 @@ async def test_a_dead_llama_server_child_is_restarted_through_health(engine_gene
     assert len(_children(server.pid)) == 1
     reply = "".join([d async for d in engine_generator.client.stream_chat([{"role": "user", "content": "Hi"}], max_tokens=4)])
     assert reply.strip()
+
+
+def _serve(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPFIRE_")} | {"HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "campfire.cli", "serve", "--data-dir", str(tmp_path / "data"), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_serve_refuses_a_busy_port_in_one_line_before_looking_at_the_model(tmp_path):
+    """The port is checked first: here the model is not even prepared, and the answer is about the port."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        done = _serve(tmp_path, "--port", str(port), "--engine", "llama.cpp")
+    assert done.returncode == 2
+    assert done.stdout.strip() == (f"campfire serve: port {port} on 127.0.0.1 is already in use (another `campfire serve`?): "
+                                   "stop it or pass --port N (0 = any free port)")
+    assert "Traceback" not in done.stderr and "engine" not in done.stderr
+    assert port_problem("127.0.0.1", port) is None  # free again once released (SO_REUSEADDR, as uvicorn binds)
+    assert "cannot listen on" in port_problem("192.0.2.1", port)  # TEST-NET-1: not an address of this machine
+
+
+@pytest.mark.parametrize("engine", ["llama.cpp", "auto"])
+def test_an_unprepared_model_is_one_line_saying_what_to_run(tmp_path, engine, make_settings):
+    done = _serve(tmp_path, "--port", "0", "--engine", engine)
+    folder = tmp_path / "data" / "models" / "smollm2-135m-instruct"
+    assert done.returncode == 2
+    assert done.stdout.strip() == f"campfire serve: no prepared model at {folder}: run `campfire model prepare` first"
+    assert "GGUF" not in done.stderr and "Traceback" not in done.stderr  # no engine fallback talk before it
+    with pytest.raises(ModelNotFound, match="campfire model prepare"):
+        resolve_engine(make_settings(generator={"device": "cpu"}).generator, folder, engine)
+
+
+def test_the_relay_counts_deltas_and_usage_from_bytes_split_anywhere():
+    """llama-server's stream as it comes, cut at every byte: the same counts as whole events, with no JSON parsing."""
+    from model.server_metrics import ServerMetrics
+
+    events = [{"choices": [{"delta": {"role": "assistant", "content": None}}]},
+              {"choices": [{"delta": {"content": "Hel"}}]}, {"choices": [{"delta": {"content": ""}}]},
+              {"choices": [{"delta": {"reasoning_content": "hm"}}]},
+              {"choices": [{"delta": {"content": '"content":"quoted'}}]},
+              {"choices": [{"delta": {}, "finish_reason": "length"}], "usage": {"completion_tokens": 7, "prompt_tokens": 30}}]
+    compact = {"separators": (",", ":")}  # llama-server's; every other event with json's default spaces
+    stream = b"".join(b"data: " + json.dumps(e, **(compact if i % 2 else {})).encode() + b"\n\n"
+                      for i, e in enumerate(events)) + b"data: [DONE]\n\n"
+    for step in (1, 7, len(stream)):
+        metrics = ServerMetrics()
+        tally = Tally(metrics, "chat")
+        for i in range(0, len(stream), step):
+            tally.feed(stream[i:i + step])
+        assert (tally.deltas, tally.usage_tokens) == (2, 7) and tally.first is not None
+        tally.done(200)
+        text = metrics.render().decode()
+        assert 'campfire_server_requests_total{endpoint="chat",status="200"} 1.0' in text
+        assert "campfire_server_completion_tokens_total 7.0" in text and "campfire_server_requests_in_progress 0.0" in text
+
+
+def test_llama_server_threads_sleep_at_barriers_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert child_env()["OMP_WAIT_POLICY"] == "passive"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")  # an admin's choice holds
+    assert child_env()["OMP_WAIT_POLICY"] == "active" and child_env()["PATH"] == os.environ["PATH"]
