@@ -4,8 +4,9 @@ pipeline and a bare ``generate``, on the same model, in one run.
     python -m bench.story_quality [--url URL] [--model-path DIR] [--max-tokens 160] [--concurrency 8]
         [--themes 30] [--skip-bare] [--skip-chat] [--languages en,zh] [--json]
 
-Inputs (written for this benchmark; none is used by the demo or the tests): 30 story themes (15
-English, 15 Chinese) and 20 chat questions (10 #ubuntu-style help questions, 5 casual, 5 Chinese).
+Inputs (written for this benchmark; none is used by the demo or the tests): story themes (40
+English — the first 15 here, all 40 in :mod:`bench.story_ab` —, 15 Chinese) and 20 chat questions
+(10 #ubuntu-style help questions, 5 casual, 5 Chinese).
 
 Systems, each with the same token cap (``--max-tokens``, default 160: a 2-core CPU):
 - **campfire**: stories through ``campfire.features.stories.plan`` + ``compose`` (the language check
@@ -54,6 +55,19 @@ EN_THEMES = [
     "a letter found inside a second-hand coat", "the first day at a school for dragons",
     "a violinist who plays for an empty hall", "a storm that brings a stranger to a farm",
     "a map that leads to the neighbour's garden", "a grandmother's recipe that changes the weather",
+    # 25 more (bench.story_ab uses all 40; this file's --themes the first 15): everyday, fantasy, sci-fi
+    "a bus driver's last shift before retirement", "twins who swap places on their wedding day",
+    "a power cut during a family dinner", "a teenager's first job at a busy pizza shop",
+    "a neighbour who leaves a mysterious package on the doorstep", "a marathon runner who gets lost in the fog",
+    "a girl who teaches her grandfather to use a phone", "a football match played in the pouring rain",
+    "a wizard who has forgotten every spell", "a knight afraid of horses", "a mermaid who wants to climb a mountain",
+    "a village where it snows only on Tuesdays", "a thief who steals a dragon's egg", "a witch's cat running for mayor",
+    "a door in the forest that opens once a year", "a colony ship that wakes its crew too early",
+    "an android applying for its first job", "a message from the stars decoded by a schoolboy",
+    "a city on Mars running out of water", "a time traveller stuck in a Tuesday afternoon",
+    "the last human pilot in a world of self-flying planes", "a robot dog looking for its owner",
+    "a submarine crew that hears singing from the deep", "a gardener growing plants on the Moon",
+    "two pen pals, one on Earth and one on a space station",
 ]
 ZH_THEMES = [
     "深夜便利店里的最后一位客人", "会写诗的机器人", "外婆的老收音机", "山村里的第一台电视", "一只想去看海的蜗牛",

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: the free cores)")
     g.add_argument("--restart", action="store_true", help="discard a checkpoint of an earlier run and start over")
     g.add_argument("--licence", default=None, help="licence of the training texts, for the model card")
+    g.add_argument("--gguf", choices=["q8_0", "q4_1", "none"], default="q8_0",
+                   help="also export the merged model as a GGUF for the llama.cpp engine (default q8_0: as fast as the "
+                        "base Q4_1 or faster; q4_1: the base's own types, needs llama-quantize; none: bf16 folder only)")
     g.add_argument("--theme-match", type=float, default=THEME_MATCH,
                    help=f"train only on stories whose opening matches their theme: cosine ≥ this with the embedder "
                         f"(default {THEME_MATCH}; 0 = keep all)")
@@ -142,7 +145,8 @@ def _config(args: argparse.Namespace, settings: Settings) -> Any:
 
 def finetune(args: argparse.Namespace, settings: Settings) -> int:
     """``campfire model finetune``: select the stories, check, train, merge and write
-    ``data/models/NAME``; prints the figures and how to serve it. Exit codes: 0 done; 2 a refusal or
+    ``data/models/NAME`` and its GGUF (``--gguf``, :mod:`model.export_gguf`; a failed export is one line
+    and exit 0: the bf16 folder serves on transformers); prints the figures and how to serve it. Exit codes: 0 done; 2 a refusal or
     usage error (one line on stderr); 130 cancelled with Ctrl-C (the checkpoint kept: the same command
     resumes)."""
     from model.finetune import FinetuneCancelled, describe, prepare
@@ -180,8 +184,25 @@ def finetune(args: argparse.Namespace, settings: Settings) -> int:
     except CheckpointMismatch as err:
         print(f"campfire model finetune: {err}", file=sys.stderr)
         return 2
+    _export(config.out, args.gguf, prepared.threads)
     _print_done(result.card, config.out)
     return 0
+
+
+def _export(out: Path, quant: str, threads: int) -> None:
+    """Export ``out`` as a GGUF (:func:`model.export_gguf.export_gguf`) unless ``quant`` is ``none``; one
+    line either way (a failed export leaves the bf16 folder, served by the transformers engine)."""
+    from model.export_gguf import ExportUnavailable, export_gguf
+
+    if quant == "none":
+        return
+    print("exporting a GGUF for the llama.cpp engine…", flush=True)
+    try:
+        path = export_gguf(out, quant, threads=threads)
+    except ExportUnavailable as err:
+        print(f"no GGUF: {err}; the folder serves on the transformers engine")
+        return
+    print(f"GGUF: {path.name} ({path.stat().st_size / 2**20:.0f} MiB; campfire serve runs it on llama.cpp)")
 
 
 def _print_done(card: dict[str, Any], out: Path) -> None:

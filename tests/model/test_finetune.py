@@ -14,11 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -30,6 +26,7 @@ from model.finetune_ckpt import CHECKPOINT, TrainState
 from model.finetune_data import Story, read_stories
 from model.finetune_loop import Trainer
 from model.perplexity import mean_loss
+from tests.model.serving import campfire_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 TALES = ROOT / "examples" / "scp_tales.jsonl"
@@ -126,37 +123,14 @@ def test_the_card_says_what_was_tuned_on_what(tuned, prepared_model):
     assert config == json.loads((prepared_model / "config.json").read_text())  # served exactly like the base
 
 
-def _free_port() -> int:
-    from model.server import free_port
-
-    return free_port()
-
-
 @pytest.mark.slow
 def test_campfire_serve_model_serves_the_merged_folder(tuned):
     """``campfire serve --model NAME`` (a name under data/models) loads the tuned folder and answers."""
-    data_dir, port = tuned.parent.parent, _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPFIRE_")} | {"HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "campfire.cli", "serve", "--data-dir", str(data_dir), "--model", MODEL_NAME,
-           "--port", str(port), "-q"]
-    proc = subprocess.Popen(cmd, cwd=data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        models = httpx.get(url + "/v1/models", timeout=10).json()
-        assert Path(models["data"][0]["id"]).resolve() == tuned.resolve()
-        body = {"model": models["data"][0]["id"], "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
-        reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=120).json()
+    with campfire_serve(tuned.parent.parent, MODEL_NAME, args=("-q",)) as served:
+        assert Path(served["model"]).resolve() == tuned.resolve()
+        body = {"model": served["model"], "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+        reply = httpx.post(served["url"] + "/v1/chat/completions", json=body, timeout=120).json()
         assert reply["choices"][0]["message"]["content"].strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_too_few_stories_is_a_clear_refusal(prepared_model, tmp_path, capsys):
