@@ -11,6 +11,10 @@ Computed from the JSON and the store (``campfire.db``, read only):
 - ``low_substance_share``: picks whose text, or whose title, is low-substance
   (:func:`recsys.substance.is_low_substance`: greetings, thanks, bot triggers, bare links) — target ≤ 2%;
 - ``max_item_share``: the largest share of members' lists one item is in — target ≤ 5%;
+- ``bot_picks``: picks covering a line of a bot (members flagged bot, or authors answering ``!``
+  triggers: :func:`recsys.conversations.bot_authors` over the stored lines) whose other lines are all
+  low-substance — a trigger and its factoid answer; ``monologue_picks``: one member's lines typed in
+  a row, picked as one item;
 
 then prints 20 members' picks (title and reason) for a person to read.
 """
@@ -37,6 +41,7 @@ TARGETS = {"own_message_picks": ("==", 0), "conversation_share": (">=", 0.9), "l
 async def measure(data_dir: Path, doc: list[dict[str, Any]]) -> dict[str, Any]:
     """The four figures (module docstring) for the digest JSON ``doc`` of the data dir ``data_dir``."""
     from campfire.config import Settings
+    from recsys.conversations import ChatLine, bot_authors
     from recsys.store import Store
     from recsys.substance import is_low_substance
 
@@ -45,10 +50,17 @@ async def measure(data_dir: Path, doc: list[dict[str, Any]]) -> dict[str, Any]:
         picks = [(mp["guild_id"], mp["member_id"], p) for mp in doc for p in mp["picks"]]
         items = await store.get_items({p["item_id"] for _, _, p in picks})
         authors: dict[int, int] = {}
+        texts: dict[int, str] = {}
+        bots: set[int] = set()
         for gid in {g for g, _, _ in picks}:
+            bots |= await store.bot_ids(gid) if hasattr(store, "bot_ids") else set()
             for channel in await store.chat_channels(gid):
-                authors.update({ln["message_id"]: ln["author_id"] for ln in await store.chat_lines(gid, channel)})
-    own = low = chat = convs = 0
+                lines = await store.chat_lines(gid, channel)
+                authors.update({ln["message_id"]: ln["author_id"] for ln in lines})
+                texts.update({ln["message_id"]: ln["text"] for ln in lines})
+                bots |= bot_authors([ChatLine(ln["message_id"], channel, ln["author_id"], ln["created_at"], ln["text"])
+                                     for ln in lines])
+    own = low = chat = convs = bot = mono = 0
     kinds: Counter[str] = Counter()
     per_item: Counter[int] = Counter()
     for _, member, p in picks:
@@ -60,6 +72,9 @@ async def measure(data_dir: Path, doc: list[dict[str, Any]]) -> dict[str, Any]:
             own += 1
         if item is not None and (is_low_substance(item.text) or (item.title and is_low_substance(item.title))):
             low += 1
+        if any(authors.get(m) in bots for m in covered):
+            bot += all(is_low_substance(texts.get(m, "")) for m in covered if authors.get(m) not in bots)
+        mono += bool(item is not None and (item.meta or {}).get("monologue"))
         if p.get("kind") in CHAT_KINDS:
             chat += 1
             convs += p["kind"] in ("conversation", "thread") and p.get("participants", 0) >= 2
@@ -71,6 +86,7 @@ async def measure(data_dir: Path, doc: list[dict[str, Any]]) -> dict[str, Any]:
         "low_substance_share": round(low / len(picks), 4) if picks else None,
         "max_item_share": round(max(per_item.values()) / members, 4) if members else None,
         "max_item_members": max(per_item.values(), default=0),
+        "bot_picks": bot, "monologue_picks": mono, "bots": len(bots),
     }
 
 
@@ -82,6 +98,8 @@ def verdict(result: dict[str, Any]) -> dict[str, bool | None]:
 
 def sample(doc: list[dict[str, Any]], n: int = 20) -> str:
     """``n`` members' picks (evenly spread over the list), one line each: title — reason."""
+    if n <= 0:
+        return ""
     step = max(1, len(doc) // n)
     lines = []
     for mp in doc[::step][:n]:

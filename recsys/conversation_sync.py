@@ -11,31 +11,38 @@ with :func:`recsys.conversations.build_conversations` and writes the result thro
   that was a message item is upgraded in place (its item meta kept under ``meta["opener"]``); the
   text is re-embedded when it changed substantially (:func:`substantial`) or when ``force`` (edits,
   deletions, forgets: a removed line's words must leave the text and the vector);
+- a **monologue** (one member's lines linked by continuation, nobody else: a question typed over
+  several lines) is one item too, ``meta["monologue"] = true`` and one participant, so its lines are
+  never several picks;
+- **bots** (flagged, or answering ``!`` triggers: :func:`recsys.conversations.bot_authors`, then
+  flagged) are never participants: a trigger and its factoid answer are no conversation;
 - a Discord **thread** is one conversation under the thread's id (an imported thread item keeps its
-  title and text; a thread seen only live gets an item built from its lines);
+  title and text, and gains its participants and size; a thread seen only live gets an item built
+  from its lines);
 - ``items.conversation_id`` of message items inside a conversation, ``chat_lines.conversation_id``
   and ``item_members`` (participants and addressed members; for a lone message item its author and
   whom it addresses), in one transaction with the item upserts;
 - a conversation that no longer exists is **dissolved**: its item turns back into the opener's plain
   message item when the opener was one or is long enough to be one, else it is removed.
 
-Called by the importer after each export, by the live recorder after each batch (the channel's recent
-window: lines since the new ones minus :data:`~recsys.conversations.GAP_S`, widened to whole
-conversations), and after an edit, a deletion or a forget (:func:`message_edited`,
-:func:`messages_deleted`, ``Recommender.forget_user``).
+Called by the importer after each export, by the live recorder after each batch (lines since the new
+ones minus :data:`~recsys.conversations.GAP_S`, widened to whole conversations), after an edit, a
+deletion or a forget, and once for databases from before schema 4 (:mod:`recsys.conversation_backfill`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from recsys.chat_bots import bot_items, guild_bots
 from recsys.conversations import (
     GAP_S,
     ChatLine,
@@ -43,8 +50,9 @@ from recsys.conversations import (
     addressed_ids,
     build_conversations,
 )
-from recsys.conversations_text import names_index
+from recsys.conversations_text import mentioned_ids, names_index
 from recsys.store import Item
+from recsys.substance import text_length
 
 if TYPE_CHECKING:
     from recsys.service import Recommender
@@ -173,10 +181,10 @@ async def _sync_channel(recommender: Recommender, guild_id: int, channel_id: int
     if not lines:
         return
     chat = _chat(lines)
-    if len(chat) > OFF_LOOP_LINES:
-        convs = await asyncio.to_thread(build_conversations, chat, names, thread=thread)
-    else:
-        convs = build_conversations(chat, names, thread=thread)
+    bots, min_chars = await guild_bots(store, guild_id, chat), recommender.settings.recsys.min_message_chars
+    build = functools.partial(build_conversations, chat, names, thread=thread, bots=bots, monologues=True,
+                              min_chars=min_chars)
+    convs = await asyncio.to_thread(build) if len(chat) > OFF_LOOP_LINES else build()
     if thread and convs and len(convs[0].participants) < 2 and await store.get_item(channel_id) is None:
         convs = []  # a thread of one member is no conversation (until someone answers)
     report.lines += len(lines)
@@ -185,7 +193,8 @@ async def _sync_channel(recommender: Recommender, guild_id: int, channel_id: int
     if not thread:  # a thread started from the opener owns that id (Discord reuses it): no conversation item
         plan.drop({i for i in plan.convs if i in existing and existing[i].meta.get("thread")})
     report.conversations += len(plan.convs)
-    items, dissolve = plan.items(existing, force, recommender.settings.recsys.min_message_chars)
+    items, dissolve = plan.items(existing, force, min_chars)
+    dissolve += bot_items(plan.lines, existing, bots, set(plan.convs))  # a bot's line is no item of its own
     changed = [it for it in items if _differs(existing.get(it.id), it)]
     async with store.transaction():
         report.created += await recommender.add_items(changed)
@@ -259,8 +268,10 @@ class _Plan:
 
     def _meta(self, c: Conversation, old: Item | None = None) -> dict[str, Any]:
         name = self.channel.get("name") or (old.meta.get("channel") if old is not None else None) or ""
-        return {"participants": len(c.participants), "size": len(c.message_ids), "last_at": c.last_at,
-                "channel": name}
+        meta = {"participants": len(c.participants), "size": len(c.message_ids), "last_at": c.last_at, "channel": name}
+        if len(c.participants) < 2 and not self.thread:
+            meta["monologue"] = True
+        return meta
 
     def _item(self, c: Conversation, old: Item | None, force: bool) -> Item:
         opener = self.lines[c.id]
@@ -284,7 +295,9 @@ class _Plan:
 
     def _thread_item(self, c: Conversation, old: Item | None) -> Item | None:
         if old is not None and old.meta.get("thread") and "messages" in old.meta:
-            return None  # an imported thread item: title and text are the importer's
+            # an imported thread item: title and text are the importer's; who took part is counted here
+            meta = {**old.meta, "participants": len(c.participants), "size": len(c.message_ids), "last_at": c.last_at}
+            return replace(old, meta=meta)
         first = self.lines[c.message_ids[0]]
         return Item(id=self.channel_id, guild_id=self.guild_id, kind="message", text=c.text,
                     title=self.channel.get("name") or c.title, created_at=first["created_at"],
@@ -297,7 +310,7 @@ class _Plan:
         """The opener's plain message item again, or None when it should not be one."""
         line = self.lines.get(old.id)
         was = (old.meta.get("opener") or {}).get("item")
-        if line is None or (was is None and len(line["text"]) < min_chars):
+        if line is None or (was is None and text_length(line["text"]) < min_chars):
             return None
         meta = dict(was) if was is not None else {"channel": self.channel.get("name") or ""}
         return Item(id=old.id, guild_id=old.guild_id, kind="message", text=line["text"], created_at=old.created_at,
@@ -308,10 +321,11 @@ class _Plan:
         return dict(self.line_conv)
 
     def item_links(self, present: set[int], removed: Sequence[int]) -> dict[int, int | None]:
-        """``items.conversation_id`` of every stored item among the lines and conversations."""
+        """``items.conversation_id`` of every stored item among the lines and conversations; a
+        monologue item's own is NULL: it ranks as the one message it is, not as a conversation."""
         out = {i: self.line_conv.get(i) for i in present if i in self.lines or i in self.convs}
-        for cid in self.convs:
-            out[cid] = cid
+        for cid, c in self.convs.items():
+            out[cid] = cid if self.thread or len(c.participants) > 1 else None
         for did in self.dissolved - set(removed):
             out.setdefault(did, self.line_conv.get(did))
         return {i: c for i, c in out.items() if i in present}
@@ -326,7 +340,7 @@ class _Plan:
             if mid in self.convs or mid not in present:
                 continue
             author = ln["author_id"]
-            addressed = addressed_ids(ln["text"], self.names_lower, ln["mentions"])
+            addressed = addressed_ids(ln["text"], self.names_lower, ln["mentions"]) | mentioned_ids(ln["text"], self.names_lower)
             target = self.lines.get(ln["reply_to"]) if ln["reply_to"] is not None else None
             if target is not None:
                 addressed.add(target["author_id"])

@@ -7,10 +7,10 @@ How lines are linked (union-find over one channel's lines in time order; pure, n
 1. **reply**: a line's Discord ``reference`` (``reply_to``) links it to that message;
 2. **addressing**: a line that addresses a member (``nick: …``, ``nick, …``, ``@nick``, ``<@id>`` /
    mentions; :func:`recsys.conversations_text.addressed_ids`) links to that member's latest line
-   addressed to its author, else to their latest line addressed to nobody, within ``gap_s`` (their
-   latest line to a third member belongs to another exchange: linking to it merged unrelated
-   exchanges of busy helpers); and the addressed member's next line links back to it when it
-   addresses nobody and only one member was waiting for them (the answer to "nick: did you try …?");
+   addressed to its author, else to their latest line whoever it addressed, within ``gap_s`` (a
+   follow-up to a helper's answer to a third member joins that conversation); and the addressed
+   member's next line links back to it when it addresses nobody and only one member was waiting for
+   them (the answer to "nick: did you try …?");
 3. **continuation** (weak): a line linked by neither rule follows its author's own previous line of
    at most :data:`CONTINUE_S` before (a question or an answer typed over several lines), unless its
    author addressed two members or more in that time;
@@ -26,8 +26,11 @@ conversations; every other line stays single. A Discord thread or forum post is 
 
 The constants and the weak-link rule were chosen on the human-annotated reply links of
 ``ubuntu_irc`` (Kummerfeld et al., ACL 2019) with ``python -m bench.conversations`` (references
-removed; 1,417 links in 7 files): link recall 0.675, pairwise precision 0.865, F1 0.553, 7.1 lines a
-conversation. Letting weak links join two conversations gives link recall 0.74 and F1 0.59 but
+removed; 1,417 links in 7 files): link recall 0.684, pairwise precision 0.856, F1 0.579, 7.7 lines a
+conversation (max 102). Rule 2 linked to the addressed member's latest line to nobody only until
+2026-12-02: link recall 0.675, precision 0.865, F1 0.553, 7.1 lines (a follow-up to a helper's answer
+to someone else started a conversation of its own); the newer of their latest lines to the author
+and to nobody, their latest line only when neither: recall 0.655, F1 0.44. Letting weak links join two conversations gives link recall 0.74 and F1 0.59 but
 precision 0.63 and conversations of up to 164 lines: refused, since a recommended conversation that
 mixes two topics is worse than one cut short. ``gap_s`` 900 s instead of 600: precision 0.82; 300 s:
 pairwise recall 0.32; continuation 60 s instead of 120: F1 0.53.
@@ -37,13 +40,22 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from recsys.conversations_text import addressed_ids, conversation_text, conversation_title, names_index, strip_addressing
+from recsys.conversations_text import (
+    addressed_ids,
+    conversation_text,
+    conversation_title,
+    mentioned_ids,
+    names_index,
+    strip_addressing,
+)
+from recsys.substance import is_low_substance, is_trigger, text_length
 
-__all__ = ["ANSWER_S", "CONTINUE_S", "GAP_S", "MAX_SPAN_S", "ChatLine", "Conversation", "addressed_ids",
-           "build_conversations", "conversation_text", "conversation_title", "strip_addressing"]
+__all__ = ["ANSWER_S", "BOT_MIN_LINES", "BOT_SHARE", "CONTINUE_S", "GAP_S", "MAX_SPAN_S", "ChatLine", "Conversation",
+           "addressed_ids", "bot_authors", "build_conversations", "conversation_text", "conversation_title",
+           "strip_addressing"]
 
 # s: an addressed member's line older than this is not what the line answers (ubuntu_irc: 95% of
 # annotated links join lines ≤ 240 s apart, 98% ≤ 660 s; precision falls from 0.865 to 0.82 at 900 s)
@@ -56,6 +68,14 @@ ANSWER_S = 60.0  # s: a short reply this soon after another member's question an
 # conversations span ≤ 35 min); it bounds slow channels where two members talk all day
 MAX_SPAN_S = 3 * 3600.0
 ANSWER_MAX_WORDS = 12
+# An author is a bot when at least BOT_SHARE of their lines (BOT_MIN_LINES or more) answer another
+# member's ``!`` trigger of the last TRIGGER_S, at most TRIGGER_LINES lines back. On the 7 ubuntu_irc
+# logs (times to the minute in some) the channel's factoid bot (not flagged in the export) scores
+# 0.91–1.0 in each log, 0.97 over all 155 of its lines; the highest human 0.43 (3 of 7 lines)
+BOT_SHARE = 0.9
+BOT_MIN_LINES = 5
+TRIGGER_S = 60.0
+TRIGGER_LINES = 3
 # how a short answer starts ("yes", "no, …", "try …", "use …", "sudo …"); English only, other languages never match
 _ANSWER_START = re.compile(r"(?:yes|yeah|yep|yup|no|nope|nah|sure|try|use|install|run|type|sudo|apt|it's|its|you can|you need)\b",
                            re.IGNORECASE)
@@ -79,8 +99,9 @@ class ChatLine:
 @dataclass(frozen=True)
 class Conversation:
     """A conversation: ``id`` its opener's message id (the smallest of its message ids),
-    ``message_ids`` in time order, ``participants`` authors in order of their first line,
-    ``addressed`` members addressed, mentioned or replied to who wrote no line of it, ``title`` ≤ 120
+    ``message_ids`` in time order, ``participants`` authors (bots left out) in order of their first
+    line — one for a monologue (``build_conversations(monologues=True)``), ``addressed`` members
+    addressed, replied to or mentioned anywhere in it who wrote no line of it, ``title`` ≤ 120
     chars, ``text`` the embedding text (≤ 1,500 chars), ``first_at`` / ``last_at`` UNIX s."""
 
     id: int
@@ -129,10 +150,10 @@ def _explicit_links(lines: Sequence[ChatLine], index: Mapping[str, int], gap_s: 
                     ) -> tuple[list[tuple[int, int]], list[set[int]]]:
     """Rules 1 and 2: ``(links as (later, earlier) positions, members each line addresses)``. A line
     addressing member X links to X's latest line addressed to its author, else to X's latest line
-    addressed to nobody (X's latest line to a third member belongs to another exchange)."""
+    whoever it addressed (a follow-up to X's answer to someone else joins that conversation)."""
     pos = {ln.id: i for i, ln in enumerate(lines)}
     to_me: dict[tuple[int, int], int] = {}  # (member, addressee) -> position of member's latest line to them
-    open_line: dict[int, int] = {}  # member -> position of their latest line addressed to nobody
+    last_line: dict[int, int] = {}  # member -> position of their latest line
     waiting: dict[int, dict[int, int]] = {}  # addressed member -> {addresser: position of the addressing line}
     links: list[tuple[int, int]] = []
     addressed: list[set[int]] = []
@@ -145,7 +166,7 @@ def _explicit_links(lines: Sequence[ChatLine], index: Mapping[str, int], gap_s: 
         if target is not None and target != i:
             links.append((i, target))
         for member in ids:
-            j = to_me.get((member, me), open_line.get(member))
+            j = to_me.get((member, me), last_line.get(member))
             if j is not None and t - lines[j].created_at <= gap_s:
                 links.append((i, j))
             waiting.setdefault(member, {})[me] = i
@@ -153,8 +174,7 @@ def _explicit_links(lines: Sequence[ChatLine], index: Mapping[str, int], gap_s: 
         pending = {a: j for a, j in waiting.pop(me, {}).items() if t - lines[j].created_at <= gap_s}
         if not ids and target is None and len(pending) == 1:
             links.append((i, next(iter(pending.values()))))
-        if not ids:
-            open_line[me] = i
+        last_line[me] = i
     return links, addressed
 
 
@@ -220,35 +240,81 @@ def _channel_groups(lines: Sequence[ChatLine], index: Mapping[str, int], gap_s: 
     return list(members.values()), addressed
 
 
+def bot_authors(lines: Sequence[ChatLine]) -> set[int]:
+    """Authors whose lines are at least :data:`BOT_SHARE` answers to ``!`` triggers (IRC factoid
+    bots: ``!iso | nick`` → "nick: To mount an ISO disc image, type …"), among authors of
+    :data:`BOT_MIN_LINES` lines or more of ``lines`` (any channels; read per channel in time order).
+    A line answers a trigger when another member's line at most :data:`TRIGGER_LINES` lines and
+    :data:`TRIGGER_S` s before it is one (:func:`recsys.substance.is_trigger`)."""
+    by_channel: dict[int, list[ChatLine]] = {}
+    for ln in sorted(lines, key=lambda ln: (ln.created_at, ln.id)):
+        by_channel.setdefault(ln.channel_id, []).append(ln)
+    total: dict[int, int] = {}
+    answers: dict[int, int] = {}
+    for chan in by_channel.values():
+        trig = [is_trigger(ln.text) for ln in chan]
+        for i, ln in enumerate(chan):
+            total[ln.author_id] = total.get(ln.author_id, 0) + 1
+            if any(trig[j] and chan[j].author_id != ln.author_id and ln.created_at - chan[j].created_at <= TRIGGER_S
+                   for j in range(max(0, i - TRIGGER_LINES), i)):
+                answers[ln.author_id] = answers.get(ln.author_id, 0) + 1
+    return {a for a, n in total.items() if n >= BOT_MIN_LINES and answers.get(a, 0) >= BOT_SHARE * n}
+
+
 def _conversation(lines: Sequence[ChatLine], addressed: Sequence[set[int]], names: Mapping[int, str],
-                  index: Mapping[str, int]) -> Conversation:
-    participants = tuple(dict.fromkeys(ln.author_id for ln in lines))
-    others = {m for ids in addressed for m in ids} - set(participants)
+                  index: Mapping[str, int], bots: Collection[int], author_of: Mapping[int, int]) -> Conversation:
+    """One conversation of ``lines`` (time order); ``author_of``: message id -> author of every line
+    given to the builder (a reply to a line outside the conversation still addresses its author)."""
+    participants = tuple(dict.fromkeys(ln.author_id for ln in lines if ln.author_id not in bots))
+    others = {m for ids in addressed for m in ids}
+    for ln in lines:
+        others |= mentioned_ids(ln.text, index)
+    others |= {author_of[ln.reply_to] for ln in lines if ln.reply_to in author_of}
     return Conversation(
         id=min(ln.id for ln in lines), channel_id=lines[0].channel_id,
         message_ids=tuple(ln.id for ln in lines), participants=participants,
-        addressed=tuple(sorted(others)),
-        title=conversation_title(lines, names, names_lower=index),
-        text=conversation_text(lines, names, names_lower=index),
+        addressed=tuple(sorted(others - set(participants) - set(bots))),
+        title=conversation_title(lines, names, names_lower=index, bots=bots),
+        text=conversation_text(lines, names, names_lower=index, bots=bots),
         first_at=lines[0].created_at, last_at=lines[-1].created_at)
 
 
+def _kept(lines: Sequence[ChatLine], bots: Collection[int], monologues: bool, min_chars: float) -> bool:
+    """Whether a linked group is an item: two members or more (bots not counted), or with
+    ``monologues`` one member's two substantive lines or more (greetings, thanks and bot triggers
+    not counted: a question and its "thanks" stay the question's item) of ``min_chars`` or more together."""
+    humans = [ln for ln in lines if ln.author_id not in bots]
+    people = len({ln.author_id for ln in humans})
+    if people != 1 or not monologues:
+        return people >= 2
+    said = [text_length(ln.text) for ln in humans if not is_low_substance(ln.text)]
+    return len(said) >= 2 and sum(said) >= min_chars
+
+
 def build_conversations(lines: Sequence[ChatLine], names: Mapping[int, str], *, gap_s: float = GAP_S,
-                        thread: bool = False) -> list[Conversation]:
+                        thread: bool = False, bots: Collection[int] = (), monologues: bool = False,
+                        min_chars: float = 0) -> list[Conversation]:
     """The conversations among ``lines`` (any order, any channels; a repeated id counts once):
     groups of lines linked by replies, addressing, continuation and answer shape (module docstring),
     with at least two participants, each within one channel and :data:`MAX_SPAN_S`. ``names``:
     member id -> display name (how members address each other). ``gap_s``: s, how far back an
-    addressed member's line may be. ``thread=True``: the lines are one Discord thread or forum post,
-    returned as one conversation whatever its participants (``[]`` when there are no lines).
-    Returned in order of first line. Cost: linear in lines (times the number of distinct name lengths)."""
+    addressed member's line may be. ``bots``: member ids of bots (:func:`bot_authors`, members
+    flagged bot): their lines link like any, but they are no participant and never a title.
+    ``monologues``: also one member's lines linked by continuation (two or more, nobody else in the
+    group: a question typed over several lines) as one item, ``participants`` of length 1, when its
+    lines hold ``min_chars`` or more together (:func:`recsys.substance.text_length`).
+    ``thread=True``: the lines are one Discord thread or forum post, returned as one conversation
+    whatever its participants (``[]`` when there are no lines). Returned in order of first line.
+    Cost: linear in lines (times the number of distinct name lengths)."""
     ordered = sorted({ln.id: ln for ln in lines}.values(), key=lambda ln: (ln.created_at, ln.id))
     if not ordered:
         return []
     index = names_index(names)
+    bots = frozenset(bots)
+    author_of = {ln.id: ln.author_id for ln in ordered}
     if thread:
         addressed = [addressed_ids(ln.text, index, ln.mention_ids) - {ln.author_id} for ln in ordered]
-        return [_conversation(ordered, addressed, names, index)]
+        return [_conversation(ordered, addressed, names, index, bots, author_of)]
     by_channel: dict[int, list[ChatLine]] = {}
     for ln in ordered:
         by_channel.setdefault(ln.channel_id, []).append(ln)
@@ -256,7 +322,8 @@ def build_conversations(lines: Sequence[ChatLine], names: Mapping[int, str], *, 
     for channel_lines in by_channel.values():
         groups, addressed = _channel_groups(channel_lines, index, gap_s)
         for group in groups:
-            if len({channel_lines[i].author_id for i in group}) >= 2:
-                out.append(_conversation([channel_lines[i] for i in group], [addressed[i] for i in group], names, index))
+            chosen = [channel_lines[i] for i in group]
+            if _kept(chosen, bots, monologues, min_chars):
+                out.append(_conversation(chosen, [addressed[i] for i in group], names, index, bots, author_of))
     out.sort(key=lambda c: (c.first_at, c.id))
     return out

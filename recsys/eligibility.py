@@ -9,7 +9,9 @@ A candidate is **never** recommended to a member who
 
 * authored it (``author_id``; the batch filter checks it per row),
 * is one of its ``item_members`` — took part in the conversation or was addressed in it (@mention,
-  "nick:", a reply) — they saw it (:func:`excluded_keys`, from ``Store.item_member_pairs``),
+  "nick:", a reply, or their name anywhere in one of its lines, which IRC and Discord clients alert
+  on: :func:`recsys.conversations_text.mentioned_ids`) — they saw it (:func:`excluded_keys`, from
+  ``Store.item_member_pairs``),
 * interacted with it, or with any message inside it: the member's interactions' item ids are mapped
   through ``conversation_id`` to the conversation (:func:`excluded_keys`),
 

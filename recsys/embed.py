@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import re
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from recsys.conversations_text import index_of, strip_addressing
 
 if TYPE_CHECKING:
     from campfire.config import RecsysSettings
@@ -28,7 +29,7 @@ PACKAGED_NAME = "all-MiniLM-L6-v2"
 MAX_CHARS = 2000
 # Version of how a text is prepared before embedding (:func:`embedding_text`); part of every stored
 # vector's key (:attr:`Embedder.key`), so changing the preparation re-embeds, as a model change does.
-TEXT_PREP = "text2"
+TEXT_PREP = "text3"  # text3: addressing stripped by recsys.conversations_text (one home)
 
 
 class EmbedderNotFound(RuntimeError):
@@ -46,40 +47,17 @@ def packaged_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-_MENTION = re.compile(r"<(?:@[!&]?|#)\d+>")  # Discord's raw user / role / channel mentions
-
-
-MAX_NAME_WORDS = 4  # longest display name (in words) recognised as an addressee
-
-
-def embedding_text(text: str, names: Collection[str] = ()) -> str:
+def embedding_text(text: str, names: Mapping[str, int] | Collection[str] = ()) -> str:
     """What of a chat message carries its meaning, for embedding: Discord mention tokens
     (``<@123>``, ``<@&123>``, ``<#123>``) removed, and leading addressees stripped — ``@Name …``, or
-    ``name: …`` / ``name, …`` (IRC style) where ``name`` is one of ``names`` (a set of the guild's
-    member display names, lower-case, of up to ``MAX_NAME_WORDS`` words).
+    ``name: …`` / ``name, …`` (IRC style) where ``name`` is one of ``names`` (the guild's member
+    display names, any case, or a :func:`recsys.conversations_text.names_index`). One home with the
+    conversation titles: :func:`recsys.conversations_text.strip_addressing` (``drop=True``).
 
     Without this, short replies are embedded by *whom* they address: on the ubuntu_irc exports 55%
     of messages start with a nick, and two unrelated replies to similar nicks scored cosine 0.63
     (0.07 without the nicks). Returns ``text`` unchanged when nothing else would remain."""
-    out = _MENTION.sub(" ", text or "")
-    while True:
-        words = out.split(None, MAX_NAME_WORDS)
-        last = min(MAX_NAME_WORDS, len(words) - 1)  # something must remain after the addressee
-        if last < 1:
-            break
-        if words[0].startswith("@"):  # "@name …": the longest member name, else the one word
-            n = next((j for j in range(last, 1, -1) if _name(words[:j]) in names), 1)
-        else:  # "name: …" / "name, …": the words up to the first ":" or "," must be a member's name
-            j = next((j for j in range(last) if words[j][-1] in ":,"), None)
-            n = j + 1 if j is not None and _name(words[: j + 1]) in names else 0
-        if not n:
-            break
-        out = " ".join(words[n:])
-    return out.strip() or (text or "")
-
-
-def _name(words: list[str]) -> str:
-    return " ".join(words).lstrip("@").rstrip(":,").lower()
+    return strip_addressing(text, index_of(names), drop=True)
 
 
 class Embedder:

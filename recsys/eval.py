@@ -139,7 +139,8 @@ def evaluate(
             half_life_grid=list(HALF_LIVES),
             features=list(FEATURES),
         )
-    return {"k": k, "protocol": protocol, "users": len(held), "items": len(ds.item_ids), "systems": systems}
+    return {"k": k, "protocol": protocol, "users": len(held), "items": len(ds.item_ids),
+            "skipped_rows": ds.skipped_rows, "systems": systems}
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,8 @@ class Dataset:
     # (M,) user index of the item's author (the first ``authored`` interaction: se_beer's ``ask``), -1 unknown
     author: np.ndarray | None = None
     user_ids: list[str] | None = None  # external user ids, index = user index
+    skipped_rows: int = 0  # interactions.csv rows left out (:func:`load_dataset`)
+    first_skipped: str = ""  # "line N (why)" of the first of them; "" when none
 
 
 def _parse_time(value: str, where: str) -> float:
@@ -75,8 +78,32 @@ def _rating(row: dict) -> float:
         return 0.0
 
 
-def load_dataset(interactions_csv: str | Path, items_jsonl: str | Path) -> Dataset:
-    """Read the two files. Raises :class:`EvalInputError` naming the file and line of a bad row."""
+def _bad_row(row: dict, index: dict[str, int], where: str) -> tuple[str | None, tuple | None]:
+    """``(why the interactions row is left out, None)`` or ``(None, (time, kind, user, item id))``."""
+    if None in row or any(row.get(c) is None for c in ("user_id", "question_id", "timestamp")):
+        return "wrong number of fields", None
+    uid, qid = str(row["user_id"]).strip(), str(row["question_id"]).strip()
+    if not uid or not qid:
+        return "empty user_id or question_id", None
+    if qid not in index:
+        return f"question_id {qid!r} is not in the items file", None
+    raw = (row.get("kind") or "").strip()
+    kind = KIND_MAP.get(raw, raw or "reacted")
+    if kind not in DEFAULT_WEIGHTS:
+        return f"unknown kind {raw!r}", None
+    try:
+        when = _parse_time(row["timestamp"], where)
+    except EvalInputError:
+        return f"cannot read time {row['timestamp']!r}", None
+    return None, (when, kind, uid, qid)
+
+
+def load_dataset(interactions_csv: str | Path, items_jsonl: str | Path, *, warn: bool = True) -> Dataset:
+    """Read the two files. Raises :class:`EvalInputError` naming the file (and line) when a file is
+    missing, an items line is not JSON or the CSV lacks a needed column. An interactions row that
+    cannot be used (wrong number of fields, empty ids, an item not in the items file, an unknown
+    kind, an unreadable time) is left out and counted (``Dataset.skipped_rows`` and
+    ``first_skipped``); with ``warn`` one line on stderr says how many and which came first."""
     items_path, inter_path = Path(items_jsonl), Path(interactions_csv)
     for p in (items_path, inter_path):
         if not p.is_file():
@@ -111,15 +138,18 @@ def load_dataset(interactions_csv: str | Path, items_jsonl: str | Path) -> Datas
         need = {"user_id", "question_id", "timestamp"}
         if not reader.fieldnames or not need <= set(reader.fieldnames):
             raise EvalInputError(f"{inter_path}: needs columns {', '.join(sorted(need))} (has {reader.fieldnames})")
-        for n, row in enumerate(reader, 2):
-            qid = str(row["question_id"])
-            if qid not in index:
-                continue  # an interaction on an item not in the catalogue
-            kind = KIND_MAP.get((row.get("kind") or "").strip(), (row.get("kind") or "").strip() or "reacted")
-            if kind not in DEFAULT_WEIGHTS:
-                raise EvalInputError(f"{inter_path}:{n}: unknown kind {row.get('kind')!r}")
-            uid = user_index.setdefault(str(row["user_id"]), len(user_index))
-            events.append((_parse_time(row["timestamp"], f"{inter_path}:{n}"), n, kind, uid, qid))
+        skipped, first, total = 0, "", 0
+        for total, row in enumerate(reader, 1):
+            why, good = _bad_row(row, index, f"{inter_path}:{reader.line_num}")
+            if good is None:
+                skipped += 1
+                first = first or f"line {reader.line_num} ({why})"
+                continue
+            when, kind, user, qid = good
+            events.append((when, reader.line_num, kind, user_index.setdefault(user, len(user_index)), qid))
+    if skipped and warn:
+        print(f"{inter_path.name}: {skipped:,} of {total:,} rows could not be used and were left out "
+              f"(the first: {first}); the rest is evaluated.", file=sys.stderr)
     events.sort()
     items_arr = np.array([index[e[4]] for e in events], np.int64)
     author = np.full(len(ids), -1, np.int64)
@@ -139,6 +169,8 @@ def load_dataset(interactions_csv: str | Path, items_jsonl: str | Path) -> Datas
         rating=np.array(rating, np.float64),
         author=author,
         user_ids=list(user_index),
+        skipped_rows=skipped,
+        first_skipped=first,
     )
 
 

@@ -40,6 +40,7 @@ from recsys.dce import (
 from recsys.ingest_common import ImportReport, _flush, _progress, _record, _write_items
 from recsys.ingest_sync import DeletionCheck, order_files
 from recsys.store import Item
+from recsys.substance import text_length
 
 if TYPE_CHECKING:
     from recsys.service import Recommender
@@ -58,7 +59,7 @@ class _Plan:
     lines: list[dict[str, Any]]  # chat lines: every member message, short ones too (recsys.conversation_sync)
 
 
-def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
+def _plan(exp: _Export, *, min_chars: int, referenced: set[int], bots: frozenset[int] = frozenset()) -> _Plan:
     gid, cid = exp.guild_id, exp.channel_id
     by_id = {m.id: m for m in exp.messages}
     items: dict[int, Item] = {}
@@ -73,9 +74,9 @@ def _plan(exp: _Export, *, min_chars: int, referenced: set[int]) -> _Plan:
         if m.type in CONTENT_TYPES and m.text and m.author_id not in exp.bots:
             lines.append(chat_line_row(m.id, gid, cid, m.author_id, m.created_at, m.text, m.reply_to, m.mention_ids))
     for m in exp.messages:
-        if m.type not in CONTENT_TYPES or not m.text or m.author_id in exp.bots:
-            continue
-        substantive = len(m.text) >= min_chars or m.reactions > 0 or m.id in referenced or m.id in replies_to
+        if m.type not in CONTENT_TYPES or not m.text or m.author_id in exp.bots or m.author_id in bots:
+            continue  # (``bots``: known bots of the guild, recsys.chat_bots: their lines are no items)
+        substantive = text_length(m.text) >= min_chars or m.reactions > 0 or m.id in referenced or m.id in replies_to
         if not substantive:
             continue
         items[m.id] = Item(
@@ -189,7 +190,8 @@ async def _import_file(run: _Run, f: Path) -> None:
         report.skipped.append(f"{f}: direct messages are not imported")
         return
     try:
-        plan = _plan(exp, min_chars=rec.settings.recsys.min_message_chars, referenced=run.referenced)
+        plan = _plan(exp, min_chars=rec.settings.recsys.min_message_chars, referenced=run.referenced,
+                     bots=frozenset(await rec.store.bot_ids(exp.guild_id)))
         run.channels.setdefault((exp.guild_id, exp.channel_id), f)  # its conversations are rebuilt at the end
         report.removed += await run.check.before_write(exp)
         async with rec.store.transaction():

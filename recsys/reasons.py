@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
+from recsys.conversations_text import index_of
 from recsys.embed import embedding_text
 from recsys.store import Interaction
 
@@ -96,6 +97,7 @@ def reasons_many(
     when only a disallowed one explains the pick, the reason is :data:`NEUTRAL_REASON`. Returns one
     list per member of ``(reason, quoted item)``: the item whose title or text is quoted, ``None``
     when the quote is the member's own words or there is none."""
+    names = index_of(names)  # the names index once for every quote (not once per quote)
     dim = members[0][2].shape[1] if members else 0
     used = [i for u, _, _, _ in members for i in u]
     u_quote = [quotes.get(i.item_id) if i.item_id is not None else None for i in used]

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from recsys.batch import recommend_many as _recommend_many
+from recsys.conversation_backfill import backfill_conversations
 from recsys.conversation_sync import resync, sync_lock
 from recsys.recommend import recommend as _recommend
 from recsys.embedqueue import EmbedQueue
@@ -59,7 +60,8 @@ class Recommender:
     # ---- lifetime ---------------------------------------------------------------------------
     async def start(self) -> dict[tuple[int, str], str]:
         """Load every guild's indexes, rebuilding from stored vectors when missing, stale or corrupt,
-        and queue whatever lacks a vector from the current model (new rows, or a model change).
+        and queue whatever lacks a vector from the current model (new rows, or a model change); build
+        once the conversations of guilds whose chat lines predate them (:mod:`recsys.conversation_backfill`).
         Returns ``{(guild_id, kind): "loaded" | "rebuilt (…)"}``."""
         model = self.embedder.key
         for guild in await self.store.list_guilds():
@@ -77,6 +79,7 @@ class Recommender:
             if missing:
                 log.info("queueing %d %s(s) for embedding with %s", len(missing), owner, model)
             self._queue.push((owner, row_id, gid, text) for row_id, gid, text in missing)
+        await backfill_conversations(self)  # once: guilds whose chat lines predate conversations (schema 5)
         return dict(self.start_report)
 
     def _write_lock(self) -> asyncio.Lock:

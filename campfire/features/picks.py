@@ -52,7 +52,7 @@ def pick_kind(item: Any) -> str:
         return "story"
     if item.kind == "imported":
         return "catalogue"
-    if meta.get("conversation"):
+    if meta.get("conversation") and not meta.get("monologue"):  # a monologue is one member's message
         return "conversation"
     return "thread" if meta.get("thread") else "message"
 

@@ -38,6 +38,7 @@ from model.prompts import strip_controls
 from recsys.conversation_sync import chat_line_row, message_edited, messages_deleted, sync_conversations
 from recsys.conversations import GAP_S
 from recsys.store import Item
+from recsys.substance import text_length
 
 if TYPE_CHECKING:
     from campfire.app import App
@@ -254,7 +255,7 @@ class Recorder:
         if not message.text.strip():
             return False
         gid, chans = message.guild_id, message.channel_ids
-        is_item = len(message.text) >= self.app.settings.recsys.min_message_chars
+        is_item = text_length(message.text) >= self.app.settings.recsys.min_message_chars  # CJK weighs more
         if isinstance(message.author, MemberRecord):
             self.member(message.author)
         if replied_to is not None:
@@ -284,7 +285,7 @@ class Recorder:
         is re-embedded). Its chat line gets the new text and its conversation is rebuilt."""
         min_chars = self.app.settings.recsys.min_message_chars
         text = strip_controls(text)
-        grows = before is not None and len(text) >= min_chars and len(before.text) < min_chars
+        grows = before is not None and text_length(text) >= min_chars and text_length(before.text) < min_chars
         if grows:
             self._queue("item", (before.guild_id, before.channel_ids, message_item(before, text=text)))
         rec = self.app.recommender

@@ -150,6 +150,28 @@ class ConversationStore(StoreCore):
             hit = cache[guild_id] = (key, {r[0]: r[1] for r in rows})
         return hit[1]
 
+    async def bot_ids(self, guild_id: int) -> set[int]:
+        """Members of ``guild_id`` flagged bot (by Discord, or by :meth:`flag_bots`)."""
+        return {r[0] for r in await self._fetchall("SELECT user_id FROM members WHERE guild_id = ? AND is_bot = 1",
+                                                   (guild_id,))}
+
+    async def flag_bots(self, guild_id: int, member_ids: Iterable[int]) -> None:
+        """Flag members of ``guild_id`` as bots (an IRC factoid bot answering ``!`` triggers); members
+        not stored are added with no name."""
+        async with self.transaction():
+            for m in sorted({int(i) for i in member_ids}):
+                await self._write("INSERT INTO members (guild_id, user_id, is_bot) VALUES (?, ?, 1) "
+                                  "ON CONFLICT(guild_id, user_id) DO UPDATE SET is_bot = 1", (guild_id, m))
+
+    async def backfill_pending(self) -> list[int]:
+        """Guilds whose chat lines still wait for their first conversation sync (schema 5's
+        ``conversation_backfill`` queue: databases from before schema 4), by id."""
+        return [r[0] for r in await self._fetchall("SELECT guild_id FROM conversation_backfill ORDER BY 1")]
+
+    async def backfill_done(self, guild_id: int) -> None:
+        """Take ``guild_id`` off the backfill queue."""
+        await self._write("DELETE FROM conversation_backfill WHERE guild_id = ?", (guild_id,))
+
     # ---- links ------------------------------------------------------------------------------
     async def write_conversation_links(
         self, line_conversation: Mapping[int, int | None], item_conversation: Mapping[int, int | None],

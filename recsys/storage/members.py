@@ -45,7 +45,8 @@ class MemberStore(StoreCore):
                 "INSERT INTO members (guild_id, user_id, display_name, role_ids, is_bot, opted_out) "
                 "VALUES (?, ?, ?, COALESCE(?, '[]'), ?, ?) ON CONFLICT(guild_id, user_id) DO UPDATE SET "
                 "display_name = CASE WHEN excluded.display_name != '' THEN excluded.display_name ELSE display_name END, "
-                "role_ids = COALESCE(?, role_ids), is_bot = excluded.is_bot",
+                # a bot stays one (recsys.chat_bots flags IRC factoid bots Discord does not)
+                "role_ids = COALESCE(?, role_ids), is_bot = MAX(is_bot, excluded.is_bot)",
                 (guild_id, user_id, display_name, roles, int(is_bot), opted, roles),
             )
         if before is None or (display_name and display_name != before[0]):  # a new member or a new name

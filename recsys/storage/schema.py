@@ -199,6 +199,18 @@ _MIGRATIONS: list[str] = [
         metrics TEXT NOT NULL DEFAULT '{}' -- JSON: held-out NDCG@10 of the default and of this ranker, sizes
     );
     """,
+    # 4 -> 5: guilds whose chat lines were never grouped into conversations (a database from before
+    # schema 4: its message items became chat lines above, but nothing synced them) are queued here;
+    # Recommender.start builds their conversations once (recsys/conversation_backfill.py) and
+    # removes them from the queue
+    """
+    CREATE TABLE conversation_backfill (
+        guild_id INTEGER PRIMARY KEY
+    );
+    INSERT OR IGNORE INTO conversation_backfill (guild_id)
+        SELECT DISTINCT l.guild_id FROM chat_lines l
+        WHERE NOT EXISTS (SELECT 1 FROM chat_lines c WHERE c.guild_id = l.guild_id AND c.conversation_id IS NOT NULL);
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

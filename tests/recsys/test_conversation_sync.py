@@ -109,10 +109,13 @@ async def test_a_real_irc_excerpt_becomes_conversations(rec: Recommender, store:
     report = await import_exports(rec, [FIXTURES / "ubuntu_irc_excerpt.json"], progress=False)
     gid = int(raw["guild"]["id"])
     items = await consistent(rec, gid)
-    convs = [it for it in items if it.meta.get("conversation")]
+    convs = [it for it in items if it.meta.get("conversation") and not it.meta.get("monologue")]
+    monologues = [it for it in items if it.meta.get("monologue")]  # one member's lines typed in a row
     lines = await store.chat_lines(gid)
     assert report.errors == [] and len(lines) == len(raw["messages"]) == 150
     assert len(convs) >= 5 and all(c.meta["participants"] >= 2 for c in convs)
+    assert all(m.meta["participants"] == 1 and m.meta["size"] >= 2 for m in monologues)
+    convs += monologues
     assert max(c.meta["size"] for c in convs) < 100  # the channel does not collapse into one
     by_conv: dict[int, set[int]] = {}
     for ln in lines:

@@ -158,7 +158,7 @@ def test_content_recent_half_life_is_chosen_on_history_only(runs):
 def test_json_shape_ranges_and_table(runs):
     ds = load_dataset(*FILES)
     for protocol, (r, _) in runs.items():
-        assert set(r) == {"k", "protocol", "users", "items", "systems"}
+        assert set(r) == {"k", "protocol", "users", "items", "skipped_rows", "systems"} and r["skipped_rows"] == 0
         assert (r["k"], r["protocol"], r["items"]) == (10, protocol, len(ds.item_ids))
         assert list(r["systems"]) == list(SYSTEMS) == [
             "campfire", "newest", "popularity", "item_knn", "content", "content_recent"]
