@@ -12,8 +12,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import pytest_asyncio
-
 from campfire.features.picks import pick_kind
 from recsys.conversation_sync import chat_line_row, sync_conversations
 from recsys.ingest import import_exports
@@ -24,16 +22,6 @@ G, CH, THREAD = 5001, 6001, 6002
 ANA, BEN, CHO, DAN, BOT = 11, 12, 13, 14, 99
 T0 = 1.7e9
 NOW = T0 + 3600
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def rec(store: Store, settings, embedder):
-    r = Recommender(store, embedder, settings)
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 async def _guild(rec: Recommender) -> None:

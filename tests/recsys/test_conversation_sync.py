@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest_asyncio
 
 from recsys.conversation_sync import (
     chat_line_row,
@@ -31,16 +30,6 @@ HAND = 100000000000000002  # dce_conversations.json's guild
 ANA, BEN, CHO = 11, 12, 15  # dce_conversations.json's members (also used in guild G)
 G, CH, THREAD = 5001, 6001, 6002
 T0 = 1.7e9
-
-
-@pytest_asyncio.fixture(loop_scope="function")  # the facade's embedding task runs on the test's loop
-async def rec(store: Store, settings, embedder):
-    r = Recommender(store, embedder, settings)
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 async def consistent(rec: Recommender, guild_id: int) -> list[Item]:
