@@ -2,7 +2,7 @@
 
     python -m bench.generator --url URL [--pid PID] [--anchor-url URL [--anchor-pid PID]]
         [--also-url URL [--also-pid PID]]... [--json]
-        [--concurrency 1,4,8,16] [--rounds 1] [--chat-tokens 64] [--story-tokens 256] [--model NAME]
+        [--concurrency 1,4,8,16] [--rounds 1] [--settle S] [--chat-tokens 64] [--story-tokens 256] [--model NAME]
 
 For each workload (``chat``: a one-line question, up to ``--chat-tokens``; ``story``: Campfire's
 story prompt, up to ``--story-tokens``) and each concurrency C, C members stream at once, each
@@ -166,10 +166,12 @@ class Rss:
 
 
 async def run_servers(servers: list[dict], levels: list[int], rounds: int, chat_tokens: int, story_tokens: int,
-                      log=print) -> None:
+                      log=print, settle_s: float = 0.0) -> None:
     """Measure every server in ``servers`` (dicts with ``url``, ``model``, ``pid``; each gets ``model`` and
     ``results`` filled in), alternating servers at each workload and level (A/B in one run, so the
-    machine's load is shared alike). ``peak_rss_mb``: the server's process tree during that level."""
+    machine's load is shared alike), ``settle_s`` seconds of quiet before each turn (the previous
+    server's load is gone, as between two members' requests). ``peak_rss_mb``: the server's process
+    tree during that level."""
     settings = GeneratorSettings(max_concurrency=256, request_timeout_s=900, connect_retries=1)
     for server in servers:
         server["client"] = GeneratorClient(server["url"], api_key=None, model=server["model"], settings=settings)
@@ -181,6 +183,7 @@ async def run_servers(servers: list[dict], levels: list[int], rounds: int, chat_
         for workload, max_tokens in (("chat", chat_tokens), ("story", story_tokens)):
             for c in levels:
                 for server in servers:
+                    await asyncio.sleep(settle_s)
                     with Rss(server.get("pid")) as rss:
                         level = await run_level(server["client"], workload, c, rounds, max_tokens)
                     level["peak_rss_mb"] = round(rss.peak / 2**20) if rss.peak else None
@@ -229,7 +232,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     for i, url in enumerate(args.also_url or []):
         pids = args.also_pid or []
         servers.append({"url": url, "model": "", "pid": pids[i] if i < len(pids) else None})
-    await run_servers(servers, levels, args.rounds, args.chat_tokens, args.story_tokens, log)
+    await run_servers(servers, levels, args.rounds, args.chat_tokens, args.story_tokens, log, args.settle)
     main = servers[0]
     others = servers[2:] if args.anchor_url else servers[1:]
     anchor = None
@@ -253,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     parser.add_argument("--concurrency", default="1,4,8,16", help="comma-separated concurrency levels (first = baseline)")
     parser.add_argument("--rounds", type=int, default=1, help="requests per member per level")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds of quiet before each server's turn (campfire serve's llama.cpp engine adds threads after 1 s of calm)")
     parser.add_argument("--chat-tokens", type=int, default=64, help="max_tokens of chat-length requests")
     parser.add_argument("--story-tokens", type=int, default=256, help="max_tokens of story-length requests")
     parser.add_argument("--model", default="", help="model name (default: the server's first)")

@@ -49,7 +49,7 @@ class GeneratorSettings(_Section):
     tokenizer_path: str = ""  # tokenizer for prompt budgets; empty = model_path
     device: Literal["auto", "cpu", "cuda"] = "auto"
     engine: Literal["auto", "transformers", "llama.cpp"] = "auto"  # model.engine: auto = transformers on CUDA, llama.cpp on CPU
-    threads: int = Field(0, ge=0, le=1024)  # generator threads; 0 = free cores − 1 (≤ 4 cores), − 2 above (model.engine)
+    threads: int = Field(0, ge=0, le=1024)  # 0 = follow the free cores (llama.cpp: model.threads_follow), else cores − 1 (≤ 4), − 2
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)  # campfire serve; 0 = a free port
     request_timeout_s: float = Field(120.0, gt=0)

@@ -3,7 +3,8 @@
 Source: the source distribution of llama-cpp-python pinned with its sha256 in
 ``requirements/llama-server.txt`` (MIT; it vendors llama.cpp under ``vendor/llama.cpp``, whose
 ``tools/server`` is ``llama-server``). ``pip download --no-deps --no-binary :all: --require-hashes``
-fetches it (pip's cache keeps it), only the vendored llama.cpp is extracted and compiled with cmake
+fetches it (pip's cache keeps it), only the vendored llama.cpp is extracted, patched so its threads can
+change while it serves (:mod:`model.llama_patch`) and compiled with cmake
 (targets :data:`TARGETS`: ``llama-server``, and ``llama-quantize`` for quantising fine-tuned GGUFs; static
 libraries, no HTTPS, no web-UI download), the server must pass a smoke test (:func:`smoke`: it
 generates 4 tokens with the packaged model, which runs the matrix kernels ``--version`` never does),
@@ -34,12 +35,15 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from model import llama_patch
 
 PIN_FILE = Path(__file__).resolve().parent.parent / "requirements" / "llama-server.txt"
 SERVER_ENV = "CAMPFIRE_LLAMA_SERVER"  # an explicit llama-server binary, overriding the cache
@@ -193,8 +197,9 @@ def _run(cmd: list[str], log, what: str) -> None:
 
 def smoke(server: Path, timeout_s: float = 60.0) -> str:
     """Run ``server`` (a ``llama-server`` binary) on the packaged SmolLM2 GGUF and have it write 4 tokens
-    after a 20-token prompt (its matrix kernels, which ``--version`` never runs); returns one line
-    saying so, or that it was skipped (no packaged model). Raises :class:`BuildError` when it dies or
+    after a 20-token prompt (its matrix kernels, which ``--version`` never runs) on 2 threads, then — told
+    to use 1 (:mod:`model.llama_patch`) — again; returns one line saying so, or that it was skipped (no
+    packaged model). Raises :class:`BuildError` when it dies or
     does not answer within ``timeout_s`` seconds."""
     import json
     import socket
@@ -209,26 +214,37 @@ def smoke(server: Path, timeout_s: float = 60.0) -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [str(server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-t", "1", "-c", "512", "-np", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [str(server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-t", "2", "-c", "512", "-np", "1"]
+    fd, name = tempfile.mkstemp(prefix="campfire-smoke-threads-")
+    os.close(fd)
+    threads_file = Path(name)
+    threads_file.write_text("1 1\n", encoding="ascii")
+    env = {**os.environ, llama_patch.ENV: str(threads_file)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     body = json.dumps({"prompt": "The campfire crackled as the friends told stories about the old lighthouse on the hill",
                        "n_predict": 4}).encode()
     deadline = time.monotonic() + timeout_s
+    answered = 0
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BuildError(f"the built llama-server does not run on this CPU (exit {proc.returncode}); try --portable")
+                raise BuildError(f"the built llama-server {'died when told its threads' if answered else 'does not run on this CPU'}"
+                                 f" (exit {proc.returncode}); try --portable")
             try:
                 request = urllib.request.Request(f"http://127.0.0.1:{port}/completion", data=body, headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(request, timeout=timeout_s) as answer:
                     if json.load(answer).get("tokens_predicted", 0) > 0:
-                        return "smoke test passed (the packaged model wrote 4 tokens)"
+                        answered += 1
+                        if answered == 2:
+                            return "smoke test passed (the packaged model wrote 4 tokens on 2 threads, then on 1)"
+                        proc.send_signal(signal.SIGUSR1)  # the thread patch: from 2 threads to the file's 1
             except OSError:
                 time.sleep(0.2)
         raise BuildError(f"the built llama-server did not answer within {timeout_s:.0f} s")
     finally:
         proc.kill()
         proc.wait()
+        threads_file.unlink(missing_ok=True)
 
 
 def build(variant: str = "portable", jobs: int = 2, sdist: Path | None = None, say=print) -> Path:
@@ -245,7 +261,11 @@ def build(variant: str = "portable", jobs: int = 2, sdist: Path | None = None, s
     with tempfile.TemporaryDirectory(prefix="campfire-llama-", dir=target) as tmp, open(log_path, "w") as log:
         t0 = time.perf_counter()
         source = _extract_vendor(fetch_sdist(Path(tmp), sdist), Path(tmp))
-        say(f"llama-server: llama-cpp-python {version} sdist fetched and llama.cpp extracted ({time.perf_counter() - t0:.0f} s)")
+        try:
+            llama_patch.apply(source)
+        except ValueError as err:
+            raise BuildError(str(err)) from err
+        say(f"llama-server: llama-cpp-python {version} sdist fetched, llama.cpp extracted and patched ({time.perf_counter() - t0:.0f} s)")
         build_dir = Path(tmp) / "build"
         flags = [*CMAKE_FLAGS, *_variant_flags(variant)]
         t1 = time.perf_counter()
@@ -263,6 +283,7 @@ def build(variant: str = "portable", jobs: int = 2, sdist: Path | None = None, s
         say(f"llama-server: {smoke(target / 'bin' / 'llama-server.tmp')}")
         for name in TARGETS:
             os.replace(target / "bin" / f"{name}.tmp", target / "bin" / name)
+        llama_patch.write_marker(target / "bin")
     return target / "bin" / "llama-server"
 
 
@@ -304,8 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         binary = install_dir(variant) / "bin" / "llama-server"
         if all((binary.parent / name).is_file() for name in TARGETS) and not args.force:
-            print(f"llama-server: cached at {binary}")
-            return 0
+            if llama_patch.patched(binary):
+                print(f"llama-server: cached at {binary}")
+                return 0
+            print("llama-server: the cached build predates Campfire's thread patch; building it again", flush=True)
         print(f"llama-server: building llama.cpp's server once ({variant}) into {binary.parent.parent}", flush=True)
         try:
             binary = build(variant, max(1, args.jobs), args.sdist, say=say)

@@ -104,19 +104,30 @@ def runs(binary: Path) -> bool:
         return False
 
 
-def free_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, which containers and ``taskset`` set)."""
+def free_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPU cores this process may run on: its affinity mask (``taskset``, ``docker --cpuset-cpus``), at
+    most its cgroup v2 CPU quota rounded up (``cpu_max``: ``QUOTA PERIOD`` in µs, ``docker --cpus 2`` →
+    ``200000 100000``; ``max`` = no quota)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text(encoding="ascii").split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def generator_threads(gen: GeneratorSettings) -> int:
-    """Threads for the generator: ``generator.threads`` when > 0 (or ``CAMPFIRE_GENERATOR_THREADS``), else
-    the free cores less one for the bot on machines with ≤ 4 cores, less two above (at least 1).
+    """A fixed thread count for the generator (the transformers engine; the llama.cpp engine when its threads
+    do not follow the free cores, :func:`follows_threads`): ``generator.threads`` when > 0 (or
+    ``CAMPFIRE_GENERATOR_THREADS``), else the free cores less one for the bot on machines with ≤ 4 cores,
+    less two above (at least 1).
 
-    Why not every core: decoding threads spin-wait at each step's barrier, so one core taken by another
+    Why not every core: decoding threads wait at each step's barrier, so one core taken by another
     process stalls them all — issue 16 measured llama-server's default 2 threads collapse to 6.5 tok/s
     on 2 cores while another process held one (one thread: 38–60 tok/s)."""
     env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
@@ -141,11 +152,25 @@ def generator_batch_threads(gen: GeneratorSettings) -> int:
     return min(free_cores(), generator_threads(gen) + 1)
 
 
-def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSettings, alias: str) -> list[str]:
+def follows_threads(gen: GeneratorSettings, binary: Path) -> bool:
+    """Whether the llama.cpp engine's threads follow the cores actually free (:mod:`model.threads_follow`):
+    ``binary`` carries Campfire's patch (:func:`model.llama_patch.patched`; an admin's own ``llama-server``
+    does not) and no count is pinned (``generator.threads``, ``CAMPFIRE_GENERATOR_THREADS``)."""
+    from model.llama_patch import patched
+
+    env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
+    return gen.threads <= 0 and not (env.isdigit() and int(env) > 0) and patched(binary)
+
+
+def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSettings, alias: str,
+                         follow: bool = False) -> list[str]:
     """The ``llama-server`` command line serving ``gguf`` on ``127.0.0.1:port``.
 
-    ``--threads`` :func:`generator_threads` (one stream decoding), ``--threads-batch``
-    :func:`generator_batch_threads` (prompts, and several streams decoding at once). ``--parallel`` =
+    ``follow`` (:func:`follows_threads`): ``--threads`` and ``--threads-batch`` = every core
+    (:func:`free_cores`), the most the front may give it while nothing else runs (it gives fewer as other
+    processes take cores). Otherwise ``--threads`` :func:`generator_threads` (one stream decoding),
+    ``--threads-batch`` :func:`generator_batch_threads` (prompts, and several streams decoding at once),
+    fixed. ``--parallel`` =
     ``generator.max_concurrency`` slots, each with its own part of the KV cache (llama-server's default
     when ``--parallel`` is given: ``kv_unified = false`` in its log; ``--kv-unified`` measured no faster:
     51.8 vs 53.6 tok/s chat, 44.7 vs 51.1 story, at 8 concurrent requests) of ``--ctx-size`` = slots ×
@@ -154,11 +179,11 @@ def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSett
     ``--cache-ram`` :data:`PROMPT_CACHE_MIB` instead of 8 GiB: prompts seen before (the persona, a story
     prompt) are not computed again. ``--alias``: the id ``/v1/models`` lists (the transformers
     engine's, so clients see one name)."""
-    threads = generator_threads(gen)
+    threads, batch = (free_cores(), free_cores()) if follow else (generator_threads(gen), generator_batch_threads(gen))
     slots = gen.max_concurrency
     return [
         str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-        "--alias", alias, "--threads", str(threads), "--threads-batch", str(generator_batch_threads(gen)),
+        "--alias", alias, "--threads", str(threads), "--threads-batch", str(batch),
         "--parallel", str(slots), "--ctx-size", str(slots * gen.context_tokens),
         "--cache-ram", str(PROMPT_CACHE_MIB), "--metrics", "--no-webui", "--jinja",
     ]

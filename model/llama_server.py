@@ -14,8 +14,12 @@ it dies with the front: ``PR_SET_PDEATHSIG``) and adds what the transformers eng
   true) and end with ``data: [DONE]`` (llama-server sends it);
 - ``GET /health``: 200 when llama-server is up, 503 ``llama_server_dead`` when it has exited (the
   supervisor, :mod:`model.supervisor`, then restarts the whole front);
+- threads that follow the cores actually free (:mod:`model.threads_follow`, when the binary carries
+  Campfire's patch and no count is pinned): a task of the front tells llama-server how many to decode
+  with;
 - ``GET /metrics``: Campfire's Prometheus metrics (:class:`model.server_metrics.ServerMetrics`; queue
-  depth = requests in progress beyond the ``--parallel`` slots, which llama-server defers), recorded
+  depth = requests in progress beyond the ``--parallel`` slots, which llama-server defers; plus
+  ``campfire_server_decode_threads``, the threads decoding now), recorded
   by the relay itself (:class:`Tally`: byte scans of whole SSE events, no JSON parsing and no HTTP
   middleware between llama-server's bytes and the client); llama-server's own ``/metrics`` stays
   reachable on its private port.
@@ -36,7 +40,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -149,21 +155,29 @@ class Tally:
                 m.tokens_per_s.observe(tokens / (end - self.first))
 
 
-def child_env() -> dict[str, str]:
-    """llama-server's environment: this process's, with ``OMP_WAIT_POLICY=passive`` unless set. Its
-    OpenMP threads then sleep at a barrier instead of spinning, so a core taken by another process does
-    not stall the step: measured with one CPU-bound process beside it, 8 concurrent chats, 2 batch
-    threads: 45.0 tok/s passive, 28.5 spinning (1 thread: 47.5)."""
+def child_env(threads_file: Path | None = None) -> dict[str, str]:
+    """llama-server's environment: this process's, plus
+
+    - with ``threads_file`` (threads that follow the free cores, :mod:`model.threads_follow`):
+      ``CAMPFIRE_THREADS_FILE`` naming it, and OpenMP's own wait policy (threads spin briefly at a barrier:
+      fastest while the cores are free, and the front drops threads as soon as they are not);
+    - without (a fixed count): ``OMP_WAIT_POLICY=passive`` unless set, so threads sleep at a barrier
+      instead of spinning and a core taken by another process does not stall the step: measured with one
+      CPU-bound process beside it, 8 concurrent chats, 2 batch threads: 45.0 tok/s passive, 28.5
+      spinning (1 thread: 47.5)."""
+    if threads_file is not None:
+        return {**os.environ, "CAMPFIRE_THREADS_FILE": str(threads_file)}
     return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "passive")}
 
 
 class LlamaChild:
     """The ``llama-server`` process: :meth:`start` (waits for its ``/health``), :attr:`alive`, :meth:`stop`."""
 
-    def __init__(self, command: list[str], port: int, startup_timeout_s: float) -> None:
+    def __init__(self, command: list[str], port: int, startup_timeout_s: float, threads_file: Path | None = None) -> None:
         self.command = command
         self.port = port
         self.startup_timeout_s = startup_timeout_s
+        self.threads_file = threads_file  # set: its threads follow the free cores (child_env)
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -179,7 +193,7 @@ class LlamaChild:
         ``/health`` answers 200. Raises RuntimeError when it exits or is not ready in time."""
         t0 = time.perf_counter()
         self.proc = await asyncio.create_subprocess_exec(
-            *self.command, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent, env=child_env())
+            *self.command, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent, env=child_env(self.threads_file))
         log.info("llama-server starting (pid %d): %s", self.proc.pid, " ".join(self.command))
         while time.perf_counter() - t0 < self.startup_timeout_s:
             if self.proc.returncode is not None:
@@ -195,6 +209,21 @@ class LlamaChild:
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after 5 s."""
         await stop_process(self.proc)
+
+
+async def send_once_more(http: Any, request: Any) -> Any:
+    """``http.send(request, stream=True)``, sent once more on a new connection when the pooled keep-alive
+    connection it went out on was closed by llama-server as it was sent (its HTTP library closes idle and
+    long-used connections; ``httpx.RemoteProtocolError``: "Server disconnected without sending a
+    response", seen once in a 10-minute benchmark) — nothing of the request was answered, so a member's
+    reply is not lost to it. Raises what the second try raises."""
+    import httpx
+
+    try:
+        return await http.send(request, stream=True)
+    except httpx.RemoteProtocolError:
+        log.debug("llama-server closed a pooled connection as a request went out: sending it again")
+        return await http.send(request, stream=True)
 
 
 def generation_handler(child: LlamaChild, http: Any, context_tokens: int, metrics: Any, active: dict[str, int]):
@@ -230,7 +259,7 @@ def generation_handler(child: LlamaChild, http: Any, context_tokens: int, metric
             return JSONResponse({"detail": str(err)}, status_code=400)
         sent = http.build_request("POST", child.base + request.url.path, json=upstream_body(body, penalties, context_tokens))
         try:
-            upstream = await http.send(sent, stream=True)
+            upstream = await send_once_more(http, sent)
         except BaseException:
             tally.done(500)
             raise
@@ -260,25 +289,43 @@ def build_llama_app(settings: Settings, binary: Path, gguf: Path, model_name: st
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
 
-    from model.engine import llama_server_command
+    from prometheus_client import Gauge
+
+    from model.engine import follows_threads, llama_server_command
     from model.server import free_port
     from model.server_metrics import CONTENT_TYPE_LATEST, ServerMetrics
+    from model.threads_follow import Follower
 
     gen = settings.generator
     port = free_port()
-    child = LlamaChild(llama_server_command(binary, gguf, port, gen, model_name), port, gen.startup_timeout_s)
+    follow = follows_threads(gen, binary)
+    threads_file = Path(tempfile.mkdtemp(prefix="campfire-threads-")) / "threads" if follow else None
+    child = LlamaChild(llama_server_command(binary, gguf, port, gen, model_name, follow), port, gen.startup_timeout_s, threads_file)
     http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
     active = {"n": 0}
+    metrics = ServerMetrics(queue_depth=lambda: max(0, active["n"] - gen.max_concurrency))
+    threads_gauge = Gauge("campfire_server_decode_threads", "llama.cpp engine: threads decoding now", registry=metrics.registry)
+    started_threads = int(child.command[child.command.index("--threads") + 1])
+    threads_gauge.set(started_threads)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         await child.start(http)
         log.info("generator ready: %s on llama.cpp (%s)", gguf, " ".join(child.command[5:]))
+        following = None
+        if threads_file is not None and child.proc is not None:
+            follower = Follower(child.proc.pid, [os.getpid()], threads_file, started_threads, on_change=threads_gauge.set)
+            following = asyncio.create_task(follower.run())
+            log.info("llama-server's threads follow the free cores: 1-%d (model.threads_follow)", follower.most)
         try:
             yield
         finally:
+            if following is not None:
+                following.cancel()
             await child.stop()
             await http.aclose()
+            if threads_file is not None:
+                shutil.rmtree(threads_file.parent, ignore_errors=True)
 
     app = FastAPI(lifespan=lifespan)
 
@@ -296,7 +343,6 @@ def build_llama_app(settings: Settings, binary: Path, gguf: Path, model_name: st
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "campfire", "created": 0}]}
 
-    metrics = ServerMetrics(queue_depth=lambda: max(0, active["n"] - gen.max_concurrency))
     generate = generation_handler(child, http, gen.context_tokens, metrics, active)
     for path in PASSED:  # a plain Starlette route: the handler takes the raw request
         app.add_route(path, generate, methods=["POST"])

@@ -4,11 +4,12 @@ complete only with both, and the real ``llama-quantize`` (when built here) quant
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from model import build_llama
+from model import build_llama, llama_patch
 from model.prepare import packaged_gguf
 
 
@@ -45,6 +46,7 @@ def test_a_cache_without_llama_quantize_is_built_again(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     assert "building llama.cpp's server once (portable)" in out and "not built" in out
     _fake(server.parent / "llama-quantize")
+    llama_patch.write_marker(server.parent)
     assert build_llama.main(["--portable", "--sdist", str(wrong)]) == 0
     assert capsys.readouterr().out.strip() == f"llama-server: cached at {server}"
     assert build_llama.TARGETS == ("llama-server", "llama-quantize")
@@ -107,7 +109,27 @@ def test_the_smoke_test_runs_the_kernels_not_just_version(tmp_path):
     real = build_llama.server_binary()
     if real is None:
         pytest.skip("llama-server is not built here")
-    assert build_llama.smoke(real) == "smoke test passed (the packaged model wrote 4 tokens)"
+    assert build_llama.smoke(real) == "smoke test passed (the packaged model wrote 4 tokens on 2 threads, then on 1)"
+
+
+STOCK_SERVER = """import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"tokens_predicted": 4}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), H).serve_forever()
+"""
+
+
+def test_the_smoke_test_refuses_a_server_without_the_thread_patch(tmp_path):
+    """A llama-server built without Campfire's patch keeps SIGUSR1's default action: the engine's first
+    thread change would kill it mid-answer. The smoke test sends one and says so."""
+    stock = tmp_path / "llama-server"
+    stock.write_text(f"#!{sys.executable}\n{STOCK_SERVER}")
+    stock.chmod(0o755)
+    with pytest.raises(build_llama.BuildError, match=r"died when told its threads \(exit -10\)"):
+        build_llama.smoke(stock)
 
 
 def test_a_failed_native_build_falls_back_to_the_portable_one(tmp_path, monkeypatch, capsys):
@@ -118,3 +140,17 @@ def test_a_failed_native_build_falls_back_to_the_portable_one(tmp_path, monkeypa
     out = capsys.readouterr().out.strip().splitlines()
     assert out[1].startswith("llama-server: the native build failed (") and out[1].endswith("; building the portable one")
     assert out[-1].startswith("llama-server: not built (") and "transformers engine" in out[-1]
+
+
+def test_a_cached_build_without_the_thread_patch_is_built_again(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CAMPFIRE_LLAMA_CACHE", str(tmp_path))
+    bin_dir = build_llama.install_dir("portable") / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in build_llama.TARGETS:
+        (bin_dir / name).write_text("#!/bin/sh\n")
+    wrong = tmp_path / "llama_cpp_python-0.0.0.tar.gz"
+    wrong.write_bytes(b"not the pinned file")
+    assert build_llama.main(["--portable", "--sdist", str(wrong)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "llama-server: the cached build predates Campfire's thread patch; building it again"
+    assert out[-1].startswith("llama-server: not built (") and "does not match the sha256" in out[-1]

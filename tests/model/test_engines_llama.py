@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from campfire.cmd_model import port_problem
-from model import build_llama
+from model import build_llama, llama_patch
 from model.engine import (
     generator_batch_threads,
     generator_threads,
@@ -24,7 +26,7 @@ from model.engine import (
     llama_server_command,
     resolve_engine,
 )
-from model.llama_server import Tally, child_env, context_error, upstream_body
+from model.llama_server import Tally, child_env, context_error, send_once_more, upstream_body
 from model.penalty_check import Penalties
 from model.prepare import ModelNotFound, packaged_gguf
 
@@ -129,7 +131,14 @@ async def test_a_dead_llama_server_child_is_restarted_through_health(engine_gene
     front, restarts = server.pid, server.restarts
     (child,) = _children(front)
     environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-    assert b"OMP_WAIT_POLICY=passive" in environ or os.environ.get("OMP_WAIT_POLICY")  # its threads sleep at barriers
+    if llama_patch.patched(build_llama.server_binary()):  # its threads follow the free cores, told by the front
+        assert any(v.startswith(b"CAMPFIRE_THREADS_FILE=") for v in environ)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(engine_generator.url.removesuffix("/v1") + "/metrics")).text
+        threads = float(re.search(r"^campfire_server_decode_threads (\S+)$", metrics, re.MULTILINE)[1])
+        assert 1 <= threads <= len(os.sched_getaffinity(0))
+    else:  # a fixed count: its threads sleep at barriers
+        assert b"OMP_WAIT_POLICY=passive" in environ or os.environ.get("OMP_WAIT_POLICY")
     with caplog.at_level("WARNING", logger="model.supervisor"):
         os.kill(child, signal.SIGKILL)
         await asyncio.sleep(0.3)
@@ -202,3 +211,37 @@ def test_llama_server_threads_sleep_at_barriers_unless_told_otherwise(monkeypatc
     assert child_env()["OMP_WAIT_POLICY"] == "passive"
     monkeypatch.setenv("OMP_WAIT_POLICY", "active")  # an admin's choice holds
     assert child_env()["OMP_WAIT_POLICY"] == "active" and child_env()["PATH"] == os.environ["PATH"]
+
+
+async def _closes_each_connections_second_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A server that answers a connection's first request (keep-alive) and closes it on the second
+    without an answer — what llama-server's HTTP library does to a pooled connection now and then."""
+    for n in (1, 2):
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            break
+        await reader.readexactly(int(re.search(rb"(?i)content-length: (\d+)", head)[1]))
+        if n == 2:
+            break
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"ok":1}')
+        await writer.drain()
+    writer.close()
+
+
+async def test_a_request_on_a_connection_llama_server_just_closed_is_sent_once_more():
+    server = await asyncio.start_server(_closes_each_connections_second_request, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(3):
+                answer = await send_once_more(http, http.build_request("POST", url, json={"stream": True}))
+                assert answer.status_code == 200 and await answer.aread() == b'{"ok":1}'
+                await answer.aclose()
+        async with httpx.AsyncClient() as http:  # without it, the member's second request failed
+            await (await http.send(http.build_request("POST", url, json={}))).aclose()
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.send(http.build_request("POST", url, json={}))
+    finally:
+        server.close()
+        await server.wait_closed()
