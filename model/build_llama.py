@@ -215,12 +215,12 @@ def smoke(server: Path, timeout_s: float = 60.0) -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [str(server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-t", "2", "-c", "512", "-np", "1"]
-    fd, name = tempfile.mkstemp(prefix="campfire-smoke-threads-")
-    os.close(fd)
-    threads_file = Path(name)
+    folder = Path(tempfile.mkdtemp(prefix="campfire-smoke-"))
+    threads_file, log_file = folder / "threads", folder / "server.log"
     threads_file.write_text("1 1\n", encoding="ascii")
     env = {**os.environ, llama_patch.ENV: str(threads_file)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    with open(log_file, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     body = json.dumps({"prompt": "The campfire crackled as the friends told stories about the old lighthouse on the hill",
                        "n_predict": 4}).encode()
     deadline = time.monotonic() + timeout_s
@@ -236,6 +236,8 @@ def smoke(server: Path, timeout_s: float = 60.0) -> str:
                     if json.load(answer).get("tokens_predicted", 0) > 0:
                         answered += 1
                         if answered == 2:
+                            if b"campfire: 1 decode thread(s)" not in log_file.read_bytes():
+                                raise BuildError("the built llama-server ignored its thread signal (Campfire's patch is missing)")
                             return "smoke test passed (the packaged model wrote 4 tokens on 2 threads, then on 1)"
                         proc.send_signal(signal.SIGUSR1)  # the thread patch: from 2 threads to the file's 1
             except OSError:
@@ -244,7 +246,7 @@ def smoke(server: Path, timeout_s: float = 60.0) -> str:
     finally:
         proc.kill()
         proc.wait()
-        threads_file.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def build(variant: str = "portable", jobs: int = 2, sdist: Path | None = None, say=print) -> Path:

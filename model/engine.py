@@ -104,21 +104,36 @@ def runs(binary: Path) -> bool:
         return False
 
 
-def free_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+def quota_cores(cgroup_root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The CPU quota of this process's cgroup v2 and its parents, in cores rounded up (``cpu.max`` =
+    ``QUOTA PERIOD`` in µs: ``docker --cpus 1.5`` → ``150000 100000`` → 2; systemd ``CPUQuota=``), the
+    smallest along the path; None without one (``max``, cgroup v1, no cgroup file)."""
+    try:
+        line = next(x for x in self_cgroup.read_text(encoding="ascii").splitlines() if x.startswith("0::"))
+    except (OSError, StopIteration):
+        line = "0::/"
+    folder, limits = cgroup_root / line[3:].strip("/"), []
+    while True:
+        try:
+            quota, period = (folder / "cpu.max").read_text(encoding="ascii").split()[:2]
+            if quota != "max" and int(period) > 0:
+                limits.append(max(1, -(-int(quota) // int(period))))
+        except (OSError, ValueError):
+            pass
+        if folder == cgroup_root or cgroup_root not in folder.parents:
+            return min(limits) if limits else None
+        folder = folder.parent
+
+
+def free_cores() -> int:
     """CPU cores this process may run on: its affinity mask (``taskset``, ``docker --cpuset-cpus``), at
-    most its cgroup v2 CPU quota rounded up (``cpu_max``: ``QUOTA PERIOD`` in µs, ``docker --cpus 2`` →
-    ``200000 100000``; ``max`` = no quota)."""
+    most its cgroup CPU quota (:func:`quota_cores`)."""
     try:
         cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         cores = max(1, os.cpu_count() or 1)
-    try:
-        quota, period = cpu_max.read_text(encoding="ascii").split()[:2]
-        if quota != "max" and int(period) > 0:
-            cores = min(cores, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
+    quota = quota_cores()
+    return min(cores, quota) if quota else cores
 
 
 def generator_threads(gen: GeneratorSettings) -> int:
@@ -155,11 +170,16 @@ def generator_batch_threads(gen: GeneratorSettings) -> int:
 def follows_threads(gen: GeneratorSettings, binary: Path) -> bool:
     """Whether the llama.cpp engine's threads follow the cores actually free (:mod:`model.threads_follow`):
     ``binary`` carries Campfire's patch (:func:`model.llama_patch.patched`; an admin's own ``llama-server``
-    does not) and no count is pinned (``generator.threads``, ``CAMPFIRE_GENERATOR_THREADS``)."""
+    does not), no count is pinned (``generator.threads``, ``CAMPFIRE_GENERATOR_THREADS``), and no cgroup
+    CPU quota makes ``/proc/stat`` (the whole host's CPUs) the wrong measure of what is free (a
+    ``docker --cpus`` container keeps a fixed count)."""
     from model.llama_patch import patched
 
     env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
-    return gen.threads <= 0 and not (env.isdigit() and int(env) > 0) and patched(binary)
+    if gen.threads > 0 or (env.isdigit() and int(env) > 0) or not patched(binary):
+        return False
+    quota = quota_cores()
+    return quota is None or quota >= free_cores()
 
 
 def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSettings, alias: str,

@@ -8,13 +8,14 @@ patch adds, in ``tools/server/server-context.cpp``: when the environment has ``C
 a ``SIGUSR1`` handler that sets a flag; before its next decode step the server reads ``THREADS
 THREADS_BATCH`` from that file, clamps each to 1 … the ``--threads`` / ``--threads-batch`` it started
 with (its thread pool's size), and applies them. Without the variable nothing changes (SIGUSR1 keeps its
-default action). The build writes :data:`MARKER` (holding :data:`PATCH_ID`) beside the binaries;
-:func:`patched` tells the engine whether a binary takes the signal (an admin's own ``llama-server`` or an
-older cached build does not, and is never sent it).
+default action). The build writes :data:`MARKER` (:data:`PATCH_ID` and the server's sha256) beside the
+binaries; :func:`patched` tells the engine whether a binary takes the signal (an admin's own
+``llama-server`` or an older cached build does not, and is never sent it).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 PATCH_ID = "campfire-threads-1"
@@ -70,14 +71,25 @@ def apply(llama_source: Path) -> None:
     path.write_text(text.replace(INCLUDE_ANCHOR, INCLUDED, 1).replace(DECODE_ANCHOR, DECODE, 1), encoding="utf-8")
 
 
+def _digest(binary: Path) -> str:
+    h = hashlib.sha256()
+    with open(binary, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_marker(bin_dir: Path) -> None:
-    """Record in ``bin_dir`` that its binaries carry the patch."""
-    (Path(bin_dir) / MARKER).write_text(PATCH_ID + "\n", encoding="ascii")
+    """Record in ``bin_dir`` that its ``llama-server`` carries the patch: :data:`PATCH_ID` and the binary's sha256."""
+    (Path(bin_dir) / MARKER).write_text(f"{PATCH_ID} {_digest(Path(bin_dir) / 'llama-server')}\n", encoding="ascii")
 
 
 def patched(binary: Path) -> bool:
-    """Whether the ``llama-server`` at ``binary`` was built with this patch (its folder's :data:`MARKER`)."""
+    """Whether the ``llama-server`` at ``binary`` was built with this patch: its folder's :data:`MARKER`
+    names :data:`PATCH_ID` and this very file (sha256, ≈ 20 ms), so a binary rebuilt without the patch
+    next to an old marker is never sent the signal (its default action would kill it)."""
     try:
-        return (Path(binary).parent / MARKER).read_text(encoding="ascii").strip() == PATCH_ID
+        recorded = (Path(binary).parent / MARKER).read_text(encoding="ascii").split()
+        return len(recorded) == 2 and recorded[0] == PATCH_ID and recorded[1] == _digest(Path(binary))
     except OSError:
         return False

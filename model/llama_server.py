@@ -299,33 +299,39 @@ def build_llama_app(settings: Settings, binary: Path, gguf: Path, model_name: st
     gen = settings.generator
     port = free_port()
     follow = follows_threads(gen, binary)
-    threads_file = Path(tempfile.mkdtemp(prefix="campfire-threads-")) / "threads" if follow else None
-    child = LlamaChild(llama_server_command(binary, gguf, port, gen, model_name, follow), port, gen.startup_timeout_s, threads_file)
+    child = LlamaChild(llama_server_command(binary, gguf, port, gen, model_name, follow), port, gen.startup_timeout_s)
     http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
     active = {"n": 0}
     metrics = ServerMetrics(queue_depth=lambda: max(0, active["n"] - gen.max_concurrency))
-    threads_gauge = Gauge("campfire_server_decode_threads", "llama.cpp engine: threads decoding now", registry=metrics.registry)
+    threads_gauge = Gauge("campfire_server_decode_threads", "llama.cpp engine: threads llama-server decodes with (from its next step)",
+                          registry=metrics.registry)
     started_threads = int(child.command[child.command.index("--threads") + 1])
     threads_gauge.set(started_threads)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        await child.start(http)
-        log.info("generator ready: %s on llama.cpp (%s)", gguf, " ".join(child.command[5:]))
+        folder = Path(tempfile.mkdtemp(prefix="campfire-threads-")) if follow else None
+        child.threads_file = folder / "threads" if folder else None
         following = None
-        if threads_file is not None and child.proc is not None:
-            follower = Follower(child.proc.pid, [os.getpid()], threads_file, started_threads, on_change=threads_gauge.set)
-            following = asyncio.create_task(follower.run())
-            log.info("llama-server's threads follow the free cores: 1-%d (model.threads_follow)", follower.most)
         try:
+            await child.start(http)
+            log.info("generator ready: %s on llama.cpp (%s)", gguf, " ".join(child.command[5:]))
+            if child.threads_file is not None and child.proc is not None:
+                follower = Follower(child.proc.pid, [os.getpid()], child.threads_file, started_threads,
+                                    on_change=threads_gauge.set, alive=lambda: child.alive)
+                following = asyncio.create_task(follower.run())
+                log.info("llama-server's threads follow the free cores: 1-%d (model.threads_follow)", follower.most)
             yield
         finally:
             if following is not None:
                 following.cancel()
+                (ended,) = await asyncio.gather(following, return_exceptions=True)
+                if isinstance(ended, Exception):
+                    log.warning("the thread follower had stopped on an error: %r", ended)
             await child.stop()
             await http.aclose()
-            if threads_file is not None:
-                shutil.rmtree(threads_file.parent, ignore_errors=True)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     app = FastAPI(lifespan=lifespan)
 

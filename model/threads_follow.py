@@ -43,21 +43,19 @@ TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc's t
 def busy_ticks(stat_text: str, cpus: set[int] | None = None) -> int:
     """Busy time in clock ticks from ``/proc/stat``: user + nice + system + irq + softirq + steal (not idle,
     not iowait; guest time is already inside user), summed over the ``cpuN`` lines of ``cpus`` (this
-    process's affinity: a container's ``--cpuset-cpus``), or the all-CPU ``cpu`` line when ``cpus`` is
-    None. Raises ValueError when no line counted."""
-    total, found = 0, False
+    process's affinity: a container's ``--cpuset-cpus``) when every one of them has its line, else (no
+    ``cpus``; lxcfs, which renumbers the lines) the all-CPU ``cpu`` line. Raises ValueError without one."""
+    lines = {}
     for line in stat_text.splitlines():
         name, _, rest = line.partition(" ")
-        if not name.startswith("cpu") or (name == "cpu") != (cpus is None):
-            continue
-        if cpus is not None and (not name[3:].isdigit() or int(name[3:]) not in cpus):
-            continue
-        v = [int(x) for x in rest.split()[:8]]
-        total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-        found = True
-    if not found:
-        raise ValueError("no matching cpu line in /proc/stat")
-    return total
+        if name.startswith("cpu"):
+            v = [int(x) for x in rest.split()[:8]]
+            lines[name] = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+    if cpus and all(f"cpu{c}" in lines for c in cpus):
+        return sum(lines[f"cpu{c}"] for c in cpus)
+    if "cpu" not in lines:
+        raise ValueError("no cpu line in /proc/stat")
+    return lines["cpu"]
 
 
 def own_cpus() -> set[int] | None:
@@ -125,6 +123,7 @@ def step(current: int, wanted: int, calm: int) -> tuple[int, int]:
 def tell(pid: int, path: Path, threads: int) -> None:
     """Ask llama-server ``pid`` to decode with ``threads`` threads (and as many for batches) from its next
     step: write them to ``path`` (atomically) and send ``SIGUSR1``. Raises OSError when it is gone."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # a /tmp cleaner may have removed it while idle
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f"{threads} {threads}\n", encoding="ascii")
     os.replace(tmp, path)
@@ -135,11 +134,13 @@ class Follower:
     """The loop (:meth:`run`) for llama-server ``server_pid`` (started with ``most`` threads and
     ``CAMPFIRE_THREADS_FILE=path``; ``own_pids``: the generator's other processes, e.g. the front) and its
     state: ``threads`` now, ``others`` (cores, last sample), ``changes``. ``on_change(threads)`` is called
-    after each change (the front's ``/metrics`` gauge)."""
+    after each change (the front's ``/metrics`` gauge); ``alive()`` says whether ``server_pid`` is still
+    llama-server (the loop ends when it is not: a signal never goes to a process that reused its pid)."""
 
     def __init__(self, server_pid: int, own_pids: list[int], path: Path, most: int, cores: int | None = None,
-                 on_change: Callable[[int], None] | None = None) -> None:
+                 on_change: Callable[[int], None] | None = None, alive: Callable[[], bool] | None = None) -> None:
         self.server_pid, self.own_pids, self.path = server_pid, own_pids, path
+        self.alive = alive or (lambda: True)  # False once llama-server has exited: its pid may be reused
         self.most = most
         self.cores = cores or free_cores()
         self.threads = most
@@ -172,12 +173,18 @@ class Follower:
             await asyncio.sleep(interval)
             try:
                 after = await asyncio.to_thread(sample, pids, cpus)
-            except (OSError, ValueError):
+            except (OSError, ValueError) as err:
+                log.warning("llama-server threads stay at %d: cannot read /proc (%s)", self.threads, err)
                 return
             self.others = others_cores(before, after)
             before = after
             threads, calm = step(self.threads, wanted_threads(self.others, self.cores, self.most), calm)
+            if not self.alive():
+                return
             try:
                 self.apply(threads)
-            except OSError:
+            except ProcessLookupError:
+                return
+            except OSError as err:
+                log.warning("llama-server threads stay at %d: cannot tell it (%s)", self.threads, err)
                 return

@@ -130,6 +130,9 @@ def test_the_smoke_test_refuses_a_server_without_the_thread_patch(tmp_path):
     stock.chmod(0o755)
     with pytest.raises(build_llama.BuildError, match=r"died when told its threads \(exit -10\)"):
         build_llama.smoke(stock)
+    stock.write_text(f"#!{sys.executable}\nimport signal\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\n{STOCK_SERVER}")
+    with pytest.raises(build_llama.BuildError, match=r"ignored its thread signal"):
+        build_llama.smoke(stock)  # survives the signal, but never says it changed threads
 
 
 def test_a_failed_native_build_falls_back_to_the_portable_one(tmp_path, monkeypatch, capsys):

@@ -17,7 +17,7 @@ import pytest
 
 from model import llama_patch
 from model.build_llama import server_binary
-from model.engine import follows_threads, free_cores, llama_server_command
+from model.engine import follows_threads, free_cores, llama_server_command, quota_cores
 from model.llama_server import child_env
 from model.prepare import packaged_gguf
 from model.threads_follow import (
@@ -46,8 +46,9 @@ def test_busy_time_counts_user_nice_system_irq_softirq_steal_of_the_cpus_we_may_
     assert busy_ticks(PROC_STAT) == 1000 + 20 + 300 + 5 + 6 + 7  # not idle (5000), not iowait (40)
     assert busy_ticks(PROC_STAT, {1}) == 400 + 10 + 100 + 2 + 2 + 2  # a container pinned to cpu1
     assert busy_ticks(PROC_STAT, {0, 1}) == 822 + 516
+    assert busy_ticks(PROC_STAT, {7}) == 1338  # lxcfs renumbers its lines: the all-CPU line then
     with pytest.raises(ValueError):
-        busy_ticks(PROC_STAT, {7})
+        busy_ticks("intr 1\n")
 
 
 def test_process_time_is_read_after_the_command_name_whatever_it_holds():
@@ -106,11 +107,15 @@ def test_the_patch_applies_once_and_refuses_other_sources(tmp_path):
 
 def test_only_a_patched_binary_with_no_pinned_count_follows(tmp_path, make_settings, monkeypatch):
     binary = tmp_path / "llama-server"
-    binary.write_text("")
+    binary.write_text("built with the patch")
     gen = make_settings().generator
     assert not follows_threads(gen, binary)  # an admin's own llama-server: never sent SIGUSR1
     llama_patch.write_marker(tmp_path)
-    assert follows_threads(gen, binary)
+    assert follows_threads(gen, binary) == (quota_cores() is None or quota_cores() >= free_cores())
+    binary.write_text("rebuilt without it, next to the old marker")
+    assert not llama_patch.patched(binary)
+    binary.write_text("built with the patch")
+    assert llama_patch.patched(binary)
     assert not follows_threads(make_settings(generator={"threads": 1}).generator, binary)
     monkeypatch.setenv("CAMPFIRE_GENERATOR_THREADS", "1")
     assert not follows_threads(make_settings().generator, binary)
@@ -187,13 +192,28 @@ async def test_the_follower_drops_a_thread_while_another_process_takes_a_core(pa
         task.cancel()
 
 
-def test_the_cores_are_the_affinity_at_most_the_cgroup_quota(tmp_path):
-    cpu_max = tmp_path / "cpu.max"
-    affinity = len(os.sched_getaffinity(0))
-    assert free_cores(cpu_max) == affinity  # no cgroup file
-    cpu_max.write_text("max 100000\n")
-    assert free_cores(cpu_max) == affinity
-    cpu_max.write_text("150000 100000\n")  # docker --cpus 1.5
-    assert free_cores(cpu_max) == min(affinity, 2)
-    cpu_max.write_text("50000 100000\n")
-    assert free_cores(cpu_max) == 1
+def test_the_cpu_quota_is_the_smallest_along_the_process_cgroup_path(tmp_path):
+    root, me = tmp_path / "cgroup", tmp_path / "self_cgroup"
+    service = root / "system.slice" / "campfire.service"
+    service.mkdir(parents=True)
+    me.write_text("0::/system.slice/campfire.service\n")
+    assert quota_cores(root, me) is None  # no cpu.max anywhere
+    (root / "cpu.max").write_text("max 100000\n")
+    (service / "cpu.max").write_text("150000 100000\n")  # CPUQuota=150% (docker --cpus 1.5)
+    assert quota_cores(root, me) == 2
+    (root / "system.slice" / "cpu.max").write_text("50000 100000\n")  # a parent's is smaller
+    assert quota_cores(root, me) == 1
+    me.write_text("garbage")
+    assert quota_cores(root, me) is None  # read at the root then: "max"
+
+
+async def test_the_follower_never_signals_a_server_that_has_exited(tmp_path):
+    """After llama-server exits its pid may go to another process, which SIGUSR1 would kill."""
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        follower = Follower(bystander.pid, [], tmp_path / "threads", most=4, cores=1, alive=lambda: False)
+        await asyncio.wait_for(follower.run(interval=0.05), 5)  # wants 1 thread, but the server is gone: it ends
+        assert follower.changes == 0 and bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
