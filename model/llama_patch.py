@@ -72,11 +72,8 @@ def apply(llama_source: Path) -> None:
 
 
 def _digest(binary: Path) -> str:
-    h = hashlib.sha256()
     with open(binary, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_marker(bin_dir: Path) -> None:
