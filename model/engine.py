@@ -167,19 +167,30 @@ def generator_batch_threads(gen: GeneratorSettings) -> int:
     return min(free_cores(), generator_threads(gen) + 1)
 
 
-def follows_threads(gen: GeneratorSettings, binary: Path) -> bool:
-    """Whether the llama.cpp engine's threads follow the cores actually free (:mod:`model.threads_follow`):
-    ``binary`` carries Campfire's patch (:func:`model.llama_patch.patched`; an admin's own ``llama-server``
-    does not), no count is pinned (``generator.threads``, ``CAMPFIRE_GENERATOR_THREADS``), and no cgroup
-    CPU quota makes ``/proc/stat`` (the whole host's CPUs) the wrong measure of what is free (a
-    ``docker --cpus`` container keeps a fixed count)."""
+def fixed_threads_reason(gen: GeneratorSettings, binary: Path) -> str | None:
+    """Why the llama.cpp engine's thread count stays fixed (one line for the log), or None when its threads
+    follow the cores actually free (:mod:`model.threads_follow`): a count pinned by ``generator.threads``
+    or ``CAMPFIRE_GENERATOR_THREADS``; a ``binary`` without Campfire's patch
+    (:func:`model.llama_patch.patched`: an admin's own ``llama-server``); a cgroup CPU quota, under which
+    ``/proc/stat`` (the whole host's CPUs) is the wrong measure of what is free (``docker --cpus``)."""
     from model.llama_patch import patched
 
     env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
-    if gen.threads > 0 or (env.isdigit() and int(env) > 0) or not patched(binary):
-        return False
+    if gen.threads > 0:
+        return f"generator.threads = {gen.threads}"
+    if env.isdigit() and int(env) > 0:
+        return f"CAMPFIRE_GENERATOR_THREADS = {env}"
+    if not patched(binary):
+        return f"{binary} is not Campfire's patched build (python -m model.build_llama --force builds it)"
     quota = quota_cores()
-    return quota is None or quota >= free_cores()
+    if quota is not None and quota < free_cores():
+        return f"a CPU quota of {quota} core(s) (free cores cannot be read from /proc/stat there)"
+    return None
+
+
+def follows_threads(gen: GeneratorSettings, binary: Path) -> bool:
+    """Whether the llama.cpp engine's threads follow the cores actually free (:func:`fixed_threads_reason` is None)."""
+    return fixed_threads_reason(gen, binary) is None
 
 
 def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSettings, alias: str,

@@ -226,6 +226,27 @@ async def send_once_more(http: Any, request: Any) -> Any:
         return await http.send(request, stream=True)
 
 
+async def report_exit(child: LlamaChild) -> None:
+    """Wait for ``child`` to exit and say so in one line (the front stays up: ``/health`` answers 503 and
+    generation requests 503, until the bot's supervisor restarts ``campfire serve`` — or the admin, when
+    it runs on its own)."""
+    if child.proc is None:
+        return
+    code = await child.proc.wait()
+    log.error("llama-server exited (code %s): generation answers 503 until campfire serve is restarted "
+              "(the bot's supervisor does it through /health)", code)
+
+
+def threads_folder() -> Path:
+    """A new private folder for the threads file (``campfire-threads-<pid>-…`` in the temp dir), after
+    removing those of front processes that no longer run (killed with SIGKILL, they could not)."""
+    for old in Path(tempfile.gettempdir()).glob("campfire-threads-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"campfire-threads-{os.getpid()}-"))
+
+
 def generation_handler(child: LlamaChild, http: Any, context_tokens: int, metrics: Any, active: dict[str, int]):
     """The front's handler of ``/v1/chat/completions`` and ``/v1/completions`` (a Starlette endpoint taking
     the raw request): checks and maps the request (:func:`upstream_body`), forwards it to ``child``
@@ -257,9 +278,15 @@ def generation_handler(child: LlamaChild, http: Any, context_tokens: int, metric
         except (ValueError, TypeError) as err:
             tally.done(400)
             return JSONResponse({"detail": str(err)}, status_code=400)
+        if not child.alive:
+            tally.done(503)
+            return JSONResponse({"detail": "the generator's llama-server has stopped; try again shortly"}, status_code=503)
         sent = http.build_request("POST", child.base + request.url.path, json=upstream_body(body, penalties, context_tokens))
         try:
             upstream = await send_once_more(http, sent)
+        except httpx.TransportError:  # it died or stopped listening as the request went out
+            tally.done(503)
+            return JSONResponse({"detail": "the generator's llama-server is not answering; try again shortly"}, status_code=503)
         except BaseException:
             tally.done(500)
             raise
@@ -291,15 +318,15 @@ def build_llama_app(settings: Settings, binary: Path, gguf: Path, model_name: st
 
     from prometheus_client import Gauge
 
-    from model.engine import follows_threads, llama_server_command
+    from model.engine import fixed_threads_reason, llama_server_command
     from model.server import free_port
     from model.server_metrics import CONTENT_TYPE_LATEST, ServerMetrics
     from model.threads_follow import Follower
 
     gen = settings.generator
     port = free_port()
-    follow = follows_threads(gen, binary)
-    child = LlamaChild(llama_server_command(binary, gguf, port, gen, model_name, follow), port, gen.startup_timeout_s)
+    fixed = fixed_threads_reason(gen, binary)
+    child = LlamaChild(llama_server_command(binary, gguf, port, gen, model_name, fixed is None), port, gen.startup_timeout_s)
     http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
     active = {"n": 0}
     metrics = ServerMetrics(queue_depth=lambda: max(0, active["n"] - gen.max_concurrency))
@@ -310,24 +337,27 @@ def build_llama_app(settings: Settings, binary: Path, gguf: Path, model_name: st
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        folder = Path(tempfile.mkdtemp(prefix="campfire-threads-")) if follow else None
+        folder = threads_folder() if fixed is None else None
         child.threads_file = folder / "threads" if folder else None
-        following = None
+        tasks: list[asyncio.Task] = []
         try:
             await child.start(http)
             log.info("generator ready: %s on llama.cpp (%s)", gguf, " ".join(child.command[5:]))
+            tasks.append(asyncio.create_task(report_exit(child)))
             if child.threads_file is not None and child.proc is not None:
                 follower = Follower(child.proc.pid, [os.getpid()], child.threads_file, started_threads,
                                     on_change=threads_gauge.set, alive=lambda: child.alive)
-                following = asyncio.create_task(follower.run())
+                tasks.append(asyncio.create_task(follower.run()))
                 log.info("llama-server's threads follow the free cores: 1-%d (model.threads_follow)", follower.most)
+            else:
+                log.info("llama-server's threads are fixed at %d: %s", started_threads, fixed)
             yield
         finally:
-            if following is not None:
-                following.cancel()
-                (ended,) = await asyncio.gather(following, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            for ended in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(ended, Exception):
-                    log.warning("the thread follower had stopped on an error: %r", ended)
+                    log.warning("a task of the front had stopped on an error: %r", ended)
             await child.stop()
             await http.aclose()
             if folder is not None:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -17,8 +18,8 @@ import pytest
 
 from model import llama_patch
 from model.build_llama import server_binary
-from model.engine import follows_threads, free_cores, llama_server_command, quota_cores
-from model.llama_server import child_env
+from model.engine import fixed_threads_reason, follows_threads, free_cores, llama_server_command, quota_cores
+from model.llama_server import child_env, threads_folder
 from model.prepare import packaged_gguf
 from model.threads_follow import (
     CALM_SAMPLES,
@@ -116,10 +117,11 @@ def test_only_a_patched_binary_with_no_pinned_count_follows(tmp_path, make_setti
     assert not llama_patch.patched(binary)
     binary.write_text("built with the patch")
     assert llama_patch.patched(binary)
-    assert not follows_threads(make_settings(generator={"threads": 1}).generator, binary)
+    assert fixed_threads_reason(make_settings(generator={"threads": 1}).generator, binary) == "generator.threads = 1"
     monkeypatch.setenv("CAMPFIRE_GENERATOR_THREADS", "1")
-    assert not follows_threads(make_settings().generator, binary)
+    assert fixed_threads_reason(make_settings().generator, binary) == "CAMPFIRE_GENERATOR_THREADS = 1"
     monkeypatch.delenv("CAMPFIRE_GENERATOR_THREADS")
+    assert "is not Campfire's patched build" in fixed_threads_reason(gen, tmp_path / "other-llama-server")
     cmd = llama_server_command(binary, Path("/m.gguf"), 4321, gen, "smollm", follow=True)
     args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
     assert args["--threads"] == args["--threads-batch"] == str(free_cores())  # the most it may be given
@@ -217,3 +219,15 @@ async def test_the_follower_never_signals_a_server_that_has_exited(tmp_path):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_threads_folders_of_fronts_that_no_longer_run_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale, live = tmp_path / f"campfire-threads-{gone.pid}-abc", tmp_path / f"campfire-threads-{os.getpid()}-def"
+    stale.mkdir()
+    live.mkdir()
+    made = threads_folder()
+    assert made.is_dir() and made.name.startswith(f"campfire-threads-{os.getpid()}-")
+    assert not stale.exists() and live.exists()  # a SIGKILLed front's folder goes, a running one's stays
