@@ -136,6 +136,17 @@ def free_cores() -> int:
     return min(cores, quota) if quota else cores
 
 
+def pinned_threads(gen: GeneratorSettings) -> tuple[int, str] | None:
+    """The thread count an admin pinned and where: ``generator.threads`` when > 0, else
+    ``CAMPFIRE_GENERATOR_THREADS`` when a positive integer; None when neither is."""
+    if gen.threads > 0:
+        return gen.threads, "generator.threads"
+    env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env), "CAMPFIRE_GENERATOR_THREADS"
+    return None
+
+
 def generator_threads(gen: GeneratorSettings) -> int:
     """A fixed thread count for the generator (the transformers engine; the llama.cpp engine when its threads
     do not follow the free cores, :func:`follows_threads`): ``generator.threads`` when > 0 (or
@@ -145,11 +156,9 @@ def generator_threads(gen: GeneratorSettings) -> int:
     Why not every core: decoding threads wait at each step's barrier, so one core taken by another
     process stalls them all — issue 16 measured llama-server's default 2 threads collapse to 6.5 tok/s
     on 2 cores while another process held one (one thread: 38–60 tok/s)."""
-    env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
-    if gen.threads > 0:
-        return gen.threads
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    pinned = pinned_threads(gen)
+    if pinned:
+        return pinned[0]
     cores = free_cores()
     return max(1, cores - 1 if cores <= 4 else cores - 2)
 
@@ -161,8 +170,7 @@ def generator_batch_threads(gen: GeneratorSettings) -> int:
     the bot (at most the free cores): a batched step has enough work per matrix to split across both
     cores of a 2-core machine, while one stream decodes on one thread. Measured with bench/generator.py,
     8 concurrent requests, SmolLM2 Q4_1 (README "Generator engines")."""
-    env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
-    if gen.threads > 0 or (env.isdigit() and int(env) > 0):
+    if pinned_threads(gen):
         return generator_threads(gen)
     return min(free_cores(), generator_threads(gen) + 1)
 
@@ -175,11 +183,9 @@ def fixed_threads_reason(gen: GeneratorSettings, binary: Path) -> str | None:
     ``/proc/stat`` (the whole host's CPUs) is the wrong measure of what is free (``docker --cpus``)."""
     from model.llama_patch import patched
 
-    env = os.environ.get("CAMPFIRE_GENERATOR_THREADS", "")
-    if gen.threads > 0:
-        return f"generator.threads = {gen.threads}"
-    if env.isdigit() and int(env) > 0:
-        return f"CAMPFIRE_GENERATOR_THREADS = {env}"
+    pinned = pinned_threads(gen)
+    if pinned:
+        return f"{pinned[1]} = {pinned[0]}"
     if not patched(binary):
         return f"{binary} is not Campfire's patched build (python -m model.build_llama --force builds it)"
     quota = quota_cores()
@@ -210,7 +216,10 @@ def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSett
     ``--cache-ram`` :data:`PROMPT_CACHE_MIB` instead of 8 GiB: prompts seen before (the persona, a story
     prompt) are not computed again. ``--alias``: the id ``/v1/models`` lists (the transformers
     engine's, so clients see one name)."""
-    threads, batch = (free_cores(), free_cores()) if follow else (generator_threads(gen), generator_batch_threads(gen))
+    if follow:
+        threads = batch = free_cores()
+    else:
+        threads, batch = generator_threads(gen), generator_batch_threads(gen)
     slots = gen.max_concurrency
     return [
         str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),

@@ -164,27 +164,24 @@ class Follower:
         """Sample and adjust until cancelled or llama-server is gone (reads in a worker thread: ``/proc`` is cheap
         but still a file read)."""
         calm, pids, cpus = 0, [self.server_pid, *self.own_pids], own_cpus()
-        try:
-            before = await asyncio.to_thread(sample, pids, cpus)
-        except (OSError, ValueError) as err:
-            log.warning("llama-server threads stay at %d: cannot read /proc (%s)", self.threads, err)
-            return
+        before: Sample | None = None
         while True:
-            await asyncio.sleep(interval)
             try:
                 after = await asyncio.to_thread(sample, pids, cpus)
             except (OSError, ValueError) as err:
                 log.warning("llama-server threads stay at %d: cannot read /proc (%s)", self.threads, err)
                 return
-            self.others = others_cores(before, after)
+            if before is not None:
+                self.others = others_cores(before, after)
+                threads, calm = step(self.threads, wanted_threads(self.others, self.cores, self.most), calm)
+                if not self.alive():
+                    return
+                try:
+                    self.apply(threads)
+                except ProcessLookupError:
+                    return
+                except OSError as err:
+                    log.warning("llama-server threads stay at %d: cannot tell it (%s)", self.threads, err)
+                    return
             before = after
-            threads, calm = step(self.threads, wanted_threads(self.others, self.cores, self.most), calm)
-            if not self.alive():
-                return
-            try:
-                self.apply(threads)
-            except ProcessLookupError:
-                return
-            except OSError as err:
-                log.warning("llama-server threads stay at %d: cannot tell it (%s)", self.threads, err)
-                return
+            await asyncio.sleep(interval)
