@@ -39,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 from recsys.eval import holdouts  # noqa: E402
-from recsys.eval_data import item_vectors, load_dataset  # noqa: E402
+from recsys.eval_data import EvalInputError, item_vectors, load_dataset  # noqa: E402
 from recsys.eval_run import BASELINES, Run, ndcg_at  # noqa: E402
 from recsys.pipeline import DEFAULT_MAX_INTERESTS, rank_rows, row_features  # noqa: E402
 from recsys.rank import fit_ranker  # noqa: E402
@@ -125,6 +125,9 @@ def measure(interactions: Path, items: Path, *, k: int = 10, protocol: str = "ot
     ds = load_dataset(interactions, items)
     vecs = item_vectors(ds, items, embedder)
     held = holdouts(ds, protocol)
+    if not held:
+        raise EvalInputError(f"{interactions}: no member can be held out under --protocol {protocol} "
+                             "(each needs 3 interactions or more): nothing to measure")
     run = CeilingRun(ds, vecs, k=k, protocol=protocol, half_life_days=14.0, max_interests=DEFAULT_MAX_INTERESTS,
                      mmr_lambda=0.7)
     run.replay(held)
@@ -157,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search", type=int, default=3000, help="direct-search steps (default 3000)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    if not a.interactions.exists():
-        ap.error(f"{a.interactions} not found (the se_beer export lives in ../shared/data/recsys/se_beer)")
-    res = measure(a.interactions, a.items, k=a.k, protocol=a.protocol, boot=a.boot, search=a.search)
+    if a.k < 1 or a.boot < 1 or a.search < 0:
+        ap.error("--k and --boot must be at least 1, --search at least 0")
+    try:
+        res = measure(a.interactions, a.items, k=a.k, protocol=a.protocol, boot=a.boot, search=a.search)
+    except EvalInputError as exc:
+        ap.error(str(exc))
     if a.json:
         print(json.dumps(res))
         return 0

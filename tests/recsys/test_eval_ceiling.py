@@ -11,6 +11,7 @@ import pytest
 
 from bench.eval_ceiling import ceilings, measure, stable_rank
 from recsys.eval import evaluate
+from recsys.eval_data import EvalInputError
 
 EXCERPT = Path(__file__).resolve().parents[1] / "fixtures" / "se_beer_excerpt"
 FILES = (EXCERPT / "interactions.csv", EXCERPT / "items.jsonl")
@@ -56,3 +57,10 @@ def test_a_feature_that_names_the_item_reaches_one_and_ties_keep_order():
     assert ceilings(x, pos, k=1, search=0, seed=0)["logit_in_sample"] == 1.0
     assert stable_rank(np.array([0.5, 0.9, 0.5, 0.5]), 2) == 3  # the tie at 0 comes first
     assert stable_rank(np.array([0.5, 0.9, 0.5, 0.5]), 0) == 2
+
+
+def test_an_export_with_nobody_to_hold_out_is_a_clear_error(tmp_path, embedder):
+    csv_path = tmp_path / "interactions.csv"
+    csv_path.write_text("user_id,question_id,kind,timestamp\n7,1,ask,2014-01-21T20:26:05\n")
+    with pytest.raises(EvalInputError, match="no member can be held out"):
+        measure(csv_path, FILES[1], embedder=embedder)
