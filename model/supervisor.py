@@ -3,10 +3,10 @@
 Used when ``generator.url`` is empty. The child runs ``python -m model.server`` (the same code as
 ``campfire serve``) with the generator settings passed as ``CAMPFIRE_GENERATOR__*`` environment
 variables; its output goes to ``<data_dir>/logs/generator.log``. A watchdog restarts it on the same
-port when the process exits or ``/health`` answers 503 (transformers' "CB worker is dead" state,
-from which it never recovers by itself, or the llama.cpp engine's ``llama-server`` child gone:
-:mod:`model.llama_server`). The child also exits by itself if Campfire dies without
-stopping it (it watches its parent's pid).
+port when the process exits or ``/health`` answers 503 twice, half a second apart (transformers'
+"CB worker is dead" state, from which it never recovers by itself, or the llama.cpp engine's
+``llama-server`` child gone: :mod:`model.llama_server`). The child also exits by itself if Campfire
+dies without stopping it (it watches its parent's pid).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from model.errors import GeneratorUnavailable
 log = logging.getLogger(__name__)
 
 PARENT_PID_ENV = "CAMPFIRE_PARENT_PID"
+# A 503 from /health must still be there this much later (seconds) before the generator is restarted:
+# a restart costs every reply in flight, and the engine-dead states it is for do not go away by themselves
+CONFIRM_S = 0.5
 
 
 def _free_port() -> int:
@@ -138,10 +141,25 @@ class EmbeddedServer:
         return " | ".join(text.strip().splitlines()[-lines:])
 
     async def _health(self) -> int | None:
+        answer = await self._probe()
+        return answer.status_code if answer is not None else None
+
+    async def _probe(self) -> httpx.Response | None:
         try:
-            return (await self._http.get(f"http://127.0.0.1:{self.port}/health")).status_code
+            return await self._http.get(f"http://127.0.0.1:{self.port}/health")
         except httpx.HTTPError:
             return None
+
+    async def _engine_dead(self) -> str | None:
+        """What the child's ``/health`` said (its body, e.g. ``{"status":"llama_server_dead"}``) when it
+        answered 503 twice, :data:`CONFIRM_S` apart; None when it did not (healthy, or a passing 503)."""
+        for attempt in range(2):
+            answer = await self._probe()
+            if answer is None or answer.status_code != 503:
+                return None
+            if attempt == 0:
+                await asyncio.sleep(CONFIRM_S)
+        return answer.text[:200]
 
     async def _watch(self) -> None:
         while True:
@@ -154,14 +172,15 @@ class EmbeddedServer:
                 log.exception("generator restart failed; trying again in %.0f s", self.check_interval_s)
 
     async def check(self) -> bool:
-        """Restart the child if it has exited or reports its engine dead (503). Returns whether it restarted."""
+        """Restart the child if it has exited or reports its engine dead (``/health`` 503, confirmed
+        :data:`CONFIRM_S` later). Returns whether it restarted."""
         async with self._lock:
             proc = self._proc
             reason = None
             if proc is None or proc.returncode is not None:
                 reason = f"exited with code {proc.returncode if proc else None}"
-            elif await self._health() == 503:
-                reason = "reports its engine dead (/health 503)"
+            elif (said := await self._engine_dead()) is not None:
+                reason = f"reports its engine dead (/health 503: {said})"
             if reason is None:
                 return False
             log.warning("generator %s; restarting it", reason)

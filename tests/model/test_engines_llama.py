@@ -142,11 +142,15 @@ async def test_a_dead_llama_server_child_is_restarted_through_health(engine_gene
     with caplog.at_level("WARNING", logger="model.supervisor"):
         os.kill(child, signal.SIGKILL)
         await asyncio.sleep(0.3)
-        if server.pid == front:  # until it is restarted, a member's request gets a clear 503, not a 500
-            async with httpx.AsyncClient() as http:
-                answer = await http.post(engine_generator.url + "/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]})
-            assert answer.status_code == 503 and "llama-server" in answer.json()["detail"]
-        await server.check()  # restarts it — unless the 2-s watchdog got there first
+        # until it is restarted, a member's request gets a clear 503, not a 500; the supervisor's lock
+        # holds its 2-s watchdog back meanwhile (else it may be stopping the front as the request goes out)
+        async with server._lock:
+            if server.pid == front:
+                async with httpx.AsyncClient() as http:
+                    answer = await http.post(engine_generator.url + "/chat/completions",
+                                             json={"messages": [{"role": "user", "content": "Hi"}]})
+                assert answer.status_code == 503 and "llama-server" in answer.json()["detail"]
+        await server.check()  # restarts it — unless the watchdog got there first
     assert server.restarts == restarts + 1 and server.pid != front
     assert any("/health 503" in r.getMessage() for r in caplog.records)  # noticed through /health, not an exit
     assert len(_children(server.pid)) == 1

@@ -66,6 +66,39 @@ async def test_supervisor_restarts_a_server_whose_batching_worker_died(make_sett
     assert spawned[1].returncode is not None
 
 
+async def test_supervisor_leaves_a_passing_503_alone_and_says_what_a_lasting_one_said(make_settings, fake_openai,
+                                                                                      monkeypatch, caplog):
+    """A restart costs every reply in flight: a 503 gone within CONFIRM_S does not restart the generator;
+    one still there does, and the log says what /health answered."""
+    import asyncio
+    import sys
+
+    from model import supervisor
+    from model.supervisor import EmbeddedServer
+
+    server = EmbeddedServer(make_settings())
+    server.port = fake_openai.port
+    server._proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+    spawned: list[int] = []
+
+    async def spawn() -> None:  # stands in for starting `python -m model.server` (tested on the real model)
+        spawned.append(1)
+        fake_openai.health_status = 200
+
+    monkeypatch.setattr(server, "_spawn", spawn)
+    fake_openai.health_status = 503
+    asyncio.get_running_loop().call_later(supervisor.CONFIRM_S / 2, setattr, fake_openai, "health_status", 200)
+    checks = fake_openai.health_checks
+    assert await server.check() is False
+    assert fake_openai.health_checks == checks + 2 and not spawned and server.restarts == 0
+    fake_openai.health_status = 503
+    with caplog.at_level("WARNING", logger="model.supervisor"):
+        assert await server.check() is True
+    assert spawned == [1] and server.restarts == 1
+    assert any("/health 503: " in r.getMessage() for r in caplog.records)
+    await server.stop()
+
+
 def test_campfire_serve_without_a_prepared_model_says_what_to_run(tmp_path, capsys, monkeypatch):
     from campfire.cli import main
 
