@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from model import llama_patch
+from model.pull import sha256_file
 
 PIN_FILE = Path(__file__).resolve().parent.parent / "requirements" / "llama-server.txt"
 SERVER_ENV = "CAMPFIRE_LLAMA_SERVER"  # an explicit llama-server binary, overriding the cache
@@ -150,11 +151,6 @@ def quantize_binary() -> Path | None:
     return next((p for f in _folders() if (p := _executable(f / "bin" / "llama-quantize"))), None)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def fetch_sdist(dest: Path, sdist: Path | None = None) -> Path:
     """The pinned sdist in ``dest``: ``sdist`` (a local copy, checked against the pinned sha256) or
     ``pip download`` with ``--require-hashes``. Raises :class:`BuildError`."""
@@ -170,7 +166,7 @@ def fetch_sdist(dest: Path, sdist: Path | None = None) -> Path:
         if not found:
             raise BuildError(f"pip download gave no llama_cpp_python-{version}.tar.gz")
         sdist = found[0]
-    if _sha256(sdist) != digest:
+    if sha256_file(sdist) != digest:
         raise BuildError(f"{sdist} does not match the sha256 pinned in {PIN_FILE.name}")
     return sdist
 

@@ -13,6 +13,7 @@ Engines (``generator.engine`` / ``campfire serve --engine``):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -125,13 +126,19 @@ def quota_cores(cgroup_root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = 
         folder = folder.parent
 
 
+def own_cpus() -> set[int] | None:
+    """The CPUs this process may run on (its affinity mask: ``taskset``, ``docker --cpuset-cpus``), or
+    None where that is unknown."""
+    with contextlib.suppress(AttributeError, OSError):
+        return set(os.sched_getaffinity(0))
+    return None
+
+
 def free_cores() -> int:
-    """CPU cores this process may run on: its affinity mask (``taskset``, ``docker --cpuset-cpus``), at
-    most its cgroup CPU quota (:func:`quota_cores`)."""
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        cores = max(1, os.cpu_count() or 1)
+    """CPU cores this process may run on: its affinity mask (:func:`own_cpus`; else every CPU), at most
+    its cgroup CPU quota (:func:`quota_cores`)."""
+    cpus = own_cpus()
+    cores = len(cpus) if cpus else max(1, os.cpu_count() or 1)
     quota = quota_cores()
     return min(cores, quota) if quota else cores
 
@@ -149,7 +156,7 @@ def pinned_threads(gen: GeneratorSettings) -> tuple[int, str] | None:
 
 def generator_threads(gen: GeneratorSettings) -> int:
     """A fixed thread count for the generator (the transformers engine; the llama.cpp engine when its threads
-    do not follow the free cores, :func:`follows_threads`): ``generator.threads`` when > 0 (or
+    do not follow the free cores, :func:`fixed_threads_reason`): ``generator.threads`` when > 0 (or
     ``CAMPFIRE_GENERATOR_THREADS``), else the free cores less one for the bot on machines with ≤ 4 cores,
     less two above (at least 1).
 
@@ -194,16 +201,11 @@ def fixed_threads_reason(gen: GeneratorSettings, binary: Path) -> str | None:
     return None
 
 
-def follows_threads(gen: GeneratorSettings, binary: Path) -> bool:
-    """Whether the llama.cpp engine's threads follow the cores actually free (:func:`fixed_threads_reason` is None)."""
-    return fixed_threads_reason(gen, binary) is None
-
-
 def llama_server_command(binary: Path, gguf: Path, port: int, gen: GeneratorSettings, alias: str,
                          follow: bool = False) -> list[str]:
     """The ``llama-server`` command line serving ``gguf`` on ``127.0.0.1:port``.
 
-    ``follow`` (:func:`follows_threads`): ``--threads`` and ``--threads-batch`` = every core
+    ``follow`` (:func:`fixed_threads_reason` is None): ``--threads`` and ``--threads-batch`` = every core
     (:func:`free_cores`), the most the front may give it while nothing else runs (it gives fewer as other
     processes take cores). Otherwise ``--threads`` :func:`generator_threads` (one stream decoding),
     ``--threads-batch`` :func:`generator_batch_threads` (prompts, and several streams decoding at once),

@@ -15,8 +15,9 @@ binaries; :func:`patched` tells the engine whether a binary takes the signal (an
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from model.pull import sha256_file
 
 PATCH_ID = "campfire-threads-1"
 MARKER = "campfire-patch"  # file in bin/ beside llama-server: PATCH_ID when the patch is compiled in
@@ -71,14 +72,9 @@ def apply(llama_source: Path) -> None:
     path.write_text(text.replace(INCLUDE_ANCHOR, INCLUDED, 1).replace(DECODE_ANCHOR, DECODE, 1), encoding="utf-8")
 
 
-def _digest(binary: Path) -> str:
-    with open(binary, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def write_marker(bin_dir: Path) -> None:
     """Record in ``bin_dir`` that its ``llama-server`` carries the patch: :data:`PATCH_ID` and the binary's sha256."""
-    (Path(bin_dir) / MARKER).write_text(f"{PATCH_ID} {_digest(Path(bin_dir) / 'llama-server')}\n", encoding="ascii")
+    (Path(bin_dir) / MARKER).write_text(f"{PATCH_ID} {sha256_file(Path(bin_dir) / 'llama-server')}\n", encoding="ascii")
 
 
 def patched(binary: Path) -> bool:
@@ -87,6 +83,6 @@ def patched(binary: Path) -> bool:
     next to an old marker is never sent the signal (its default action would kill it)."""
     try:
         recorded = (Path(binary).parent / MARKER).read_text(encoding="ascii").split()
-        return len(recorded) == 2 and recorded[0] == PATCH_ID and recorded[1] == _digest(Path(binary))
+        return len(recorded) == 2 and recorded[0] == PATCH_ID and recorded[1] == sha256_file(Path(binary))
     except OSError:
         return False

@@ -123,19 +123,17 @@ def _git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of the file at ``path`` (read in blocks). Raises OSError when it cannot be read."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify(path: Path, remote: RemoteFile) -> str:
     """The file's SHA-256 after checking size and the Hub's checksum. Raises :class:`PullError`."""
     if path.stat().st_size != remote.size:
         raise PullError(f"{remote.path}: {path.stat().st_size} bytes, the Hub says {remote.size}")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     ok = digest == remote.sha256 if remote.sha256 else _git_blob_sha1(path) == remote.blob_id
     if not ok:
         raise PullError(f"{remote.path}: checksum mismatch (corrupt download, deleted: run the command again)")

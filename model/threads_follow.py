@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.engine import free_cores
+from model.engine import free_cores, own_cpus
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,6 @@ def busy_ticks(stat_text: str, cpus: set[int] | None = None) -> int:
     if "cpu" not in lines:
         raise ValueError("no cpu line in /proc/stat")
     return lines["cpu"]
-
-
-def own_cpus() -> set[int] | None:
-    """The CPUs this process may run on (``sched_getaffinity``), or None where that is unknown."""
-    with contextlib.suppress(AttributeError, OSError):
-        return set(os.sched_getaffinity(0))
-    return None
 
 
 def process_ticks(stat_text: str) -> int:

@@ -18,7 +18,7 @@ import pytest
 
 from model import llama_patch
 from model.build_llama import server_binary
-from model.engine import fixed_threads_reason, follows_threads, free_cores, llama_server_command, quota_cores
+from model.engine import fixed_threads_reason, free_cores, llama_server_command, quota_cores
 from model.llama_server import child_env, threads_folder
 from model.prepare import packaged_gguf
 from model.threads_follow import (
@@ -110,9 +110,9 @@ def test_only_a_patched_binary_with_no_pinned_count_follows(tmp_path, make_setti
     binary = tmp_path / "llama-server"
     binary.write_text("built with the patch")
     gen = make_settings().generator
-    assert not follows_threads(gen, binary)  # an admin's own llama-server: never sent SIGUSR1
+    assert fixed_threads_reason(gen, binary) is not None  # an admin's own llama-server: never sent SIGUSR1
     llama_patch.write_marker(tmp_path)
-    assert follows_threads(gen, binary) == (quota_cores() is None or quota_cores() >= free_cores())
+    assert (fixed_threads_reason(gen, binary) is None) == (quota_cores() is None or quota_cores() >= free_cores())
     binary.write_text("rebuilt without it, next to the old marker")
     assert not llama_patch.patched(binary)
     binary.write_text("built with the patch")
