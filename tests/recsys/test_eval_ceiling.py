@@ -12,6 +12,7 @@ import pytest
 from bench.eval_ceiling import ceilings, measure, stable_rank
 from recsys.eval import evaluate
 from recsys.eval_data import EvalInputError
+from recsys.eval_run import rank_of
 
 EXCERPT = Path(__file__).resolve().parents[1] / "fixtures" / "se_beer_excerpt"
 FILES = (EXCERPT / "interactions.csv", EXCERPT / "items.jsonl")
@@ -57,6 +58,8 @@ def test_a_feature_that_names_the_item_reaches_one_and_ties_keep_order():
     assert ceilings(x, pos, k=1, search=0, seed=0)["logit_in_sample"] == 1.0
     assert stable_rank(np.array([0.5, 0.9, 0.5, 0.5]), 2) == 3  # the tie at 0 comes first
     assert stable_rank(np.array([0.5, 0.9, 0.5, 0.5]), 0) == 2
+    tied = np.array([0.5, 0.9, 0.5, 0.5, 0.1, 0.9])
+    assert [stable_rank(tied, p) for p in range(6)] == [rank_of(tied, np.arange(6.0), p)[0] for p in range(6)]
 
 
 def test_an_export_with_nobody_to_hold_out_is_a_clear_error(tmp_path, embedder):
